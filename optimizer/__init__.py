@@ -8,9 +8,9 @@ A pure library (no I/O, no OCPP). Use :func:`solve`::
 
 from optimizer.errors import InvalidProblemError, OptimizerError, UnknownMethodError
 from optimizer.formulation import Weights
+from optimizer.planner import solve
 from optimizer.problem import Problem, Session, Site
 from optimizer.result import Kpis, Method, SolveResult, SolverInfo, Status, Timings
-from optimizer.solve import solve
 
 __all__ = [
     "InvalidProblemError",

@@ -17,10 +17,10 @@ from typing import Any, TextIO
 
 from optimizer.errors import OptimizerError
 from optimizer.formulation import Weights
+from optimizer.planner import ENGINES, solve
 from optimizer.problem import Problem
 from optimizer.result import Kpis, Method, SolveResult
 from optimizer.scenario_io import plan_to_dict, problem_from_json, problem_to_dict
-from optimizer.solve import ENGINES, solve
 
 EXIT_OK = 0
 EXIT_NO_PLAN = 1

@@ -28,10 +28,12 @@ from optimizer.formulation import (
 )
 from optimizer.grid import FloatArray, Grid, IntArray
 from optimizer.highs_backend import HighsModel, HighsOptions
-from optimizer.lp import Progress, SolverRun, solve_lp_highs
+from optimizer.lp import Progress, SolverRun, best_feasible, solve_lp_highs
 from optimizer.result import SolverInfo, Status
 
 MAX_DIVE_ROUNDS = 30
+# Round-off allowance on the relative gap (a requested gap of 0 must accept 1e-16).
+GAP_SLACK = 1e-9
 
 
 def solve_milp_highs(
@@ -43,7 +45,7 @@ def solve_milp_highs(
     lp = build_lp(grid, weights, min_power=True)
     if lp.integrality is None:
         progress("MILP: no session has a minimum power; the LP is exact")
-        return solve_lp_highs(grid, weights, options, progress)
+        return solve_lp_highs(grid, weights, options, progress, min_power=True)
 
     semi = np.flatnonzero(lp.integrality == SEMI_CONTINUOUS)
     pmin = lp.col_lower[semi].copy()
@@ -60,9 +62,23 @@ def solve_milp_highs(
     solve_t0 = time.perf_counter()
     model.set_time_limit(max(deadline - time.perf_counter(), 1e-3))
     first = model.run()
-    if first.x is None or first.objective is None:
-        info = SolverInfo(engine="highs", algorithm="dive", termination=first.termination)
-        return SolverRun(first.status, None, info, build_s, time.perf_counter() - solve_t0)
+    if first.status is not Status.OPTIMAL or first.x is None or first.objective is None:
+        if not first.hit_limit:
+            info = SolverInfo(engine="highs", algorithm="dive", termination=first.termination)
+            return SolverRun(first.status, None, info, build_s, time.perf_counter() - solve_t0)
+        # No bound yet, but a feasible plan is still owed: the LP's point rounded down, or the
+        # heuristic's plan (it respects min power), whichever is better.
+        progress("MILP: time limit before the LP relaxation finished")
+        col = None if first.x is None else _round_down(first.x, semi, pmin)[: lp.n_power_cols]
+        col, algorithm = best_feasible(grid, weights, col, "dive")
+        info = SolverInfo(
+            engine="highs",
+            algorithm=algorithm,
+            termination=f"{first.termination} before the LP relaxation finished",
+            n_variables=lp.n_cols,
+            n_constraints=lp.n_rows,
+        )
+        return SolverRun(Status.TIME_LIMIT, col, info, build_s, time.perf_counter() - solve_t0)
     bound = first.objective
     progress(f"MILP: LP relaxation {first.termination}, bound {bound:.4f}")
 
@@ -91,11 +107,10 @@ def solve_milp_highs(
             break
         x = out.x
     if incumbent is None:
-        # Out of time or rounds: round the last LP answer down, which is always feasible.
-        incumbent = x.copy()
-        values = incumbent[semi]
-        incumbent[semi] = np.where(values < pmin * (1 - TOL), 0.0, values)
-        incumbent = full_vector(lp, grid, incumbent[: lp.n_power_cols])
+        # Out of time or rounds: round the last LP answer down, which is always feasible, and keep
+        # the heuristic's plan instead if that is better.
+        col, _ = best_feasible(grid, weights, _round_down(x, semi, pmin)[: lp.n_power_cols], "")
+        incumbent = full_vector(lp, grid, col)
 
     objective = float(np.dot(lp.col_cost, incumbent))
     gap = _gap(objective, bound)
@@ -103,7 +118,7 @@ def solve_milp_highs(
     status = Status.OPTIMAL
     termination = "dive within gap"
     remaining = deadline - time.perf_counter()
-    if gap > options.mip_rel_gap:
+    if gap > options.mip_rel_gap + GAP_SLACK:
         if remaining <= 0:
             status, termination = Status.TIME_LIMIT, "time limit during dive"
         else:
@@ -119,7 +134,8 @@ def solve_milp_highs(
             if out.best_bound is not None and np.isfinite(out.best_bound):
                 bound = max(bound, out.best_bound)
             gap = _gap(objective, bound)
-            status = Status.OPTIMAL if gap <= options.mip_rel_gap else Status.TIME_LIMIT
+            closed = out.status is Status.OPTIMAL or gap <= options.mip_rel_gap + GAP_SLACK
+            status = Status.OPTIMAL if closed else Status.TIME_LIMIT
     info = SolverInfo(
         engine="highs",
         algorithm="dive+mip",
@@ -132,6 +148,14 @@ def solve_milp_highs(
     )
     col = incumbent[: lp.n_power_cols]
     return SolverRun(status, col, info, build_s, time.perf_counter() - solve_t0)
+
+
+def _round_down(x: FloatArray, semi: IntArray, pmin: FloatArray) -> FloatArray:
+    """Columns below their minimum power set to zero: always feasible."""
+    out = x.copy()
+    values = out[semi]
+    out[semi] = np.where(values < pmin * (1 - TOL), 0.0, values)
+    return out
 
 
 def _gap(objective: float, bound: float) -> float:

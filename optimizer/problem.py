@@ -213,7 +213,7 @@ def _session_problems(sessions: Sequence[Session]) -> Iterable[FieldProblem]:
             yield FieldProblem(
                 f"{where}.min_power_kw", f"must be a number >= 0 (got {s.min_power_kw})"
             )
-        elif _finite(s.max_power_kw) and s.min_power_kw > s.max_power_kw:
+        elif _finite(s.max_power_kw) and s.max_power_kw >= 0 and s.min_power_kw > s.max_power_kw:
             yield FieldProblem(
                 f"{where}.min_power_kw",
                 f"must not exceed max_power_kw ({s.min_power_kw} > {s.max_power_kw})",
