@@ -15,8 +15,9 @@ import csv
 import gzip
 import io
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from optimizer.errors import FieldProblem, InvalidProblemError
 from optimizer.problem import Problem, Session, Site
@@ -34,6 +35,8 @@ REQUIRED_COLUMNS = (
     "station_id",
     "estimated_departure",
 )
+# The ACN sites (Caltech, JPL, Office001) are all in California.
+DEFAULT_TIMEZONE = "America/Los_Angeles"
 ENERGY_SOURCES = ("delivered", "requested")
 DEPARTURE_SOURCES = ("actual", "estimated")
 
@@ -100,12 +103,20 @@ def scenario_from_acn(
     horizon_steps: int | None = None,
     energy: str = "delivered",
     departure: str = "actual",
+    timezone: str = DEFAULT_TIMEZONE,
 ) -> Problem:
     """Sessions arriving on ``day`` (site-local date), on a grid from local midnight.
 
     ``energy``: ``delivered`` (what the car really took; default, since drivers over-ask about 2×)
     or ``requested``. ``departure``: ``actual`` or ``estimated`` (what the driver entered).
+    The default horizon runs to the next local midnight: 23 or 25 hours on a daylight-saving day.
     """
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidProblemError(
+            [FieldProblem("--timezone", f"unknown time zone {timezone!r}; use e.g. Europe/Paris")]
+        ) from None
     if energy not in ENERGY_SOURCES:
         raise InvalidProblemError(
             [FieldProblem("--energy", f"must be one of {', '.join(ENERGY_SOURCES)}")]
@@ -114,16 +125,19 @@ def scenario_from_acn(
         raise InvalidProblemError(
             [FieldProblem("--departure", f"must be one of {', '.join(DEPARTURE_SOURCES)}")]
         )
-    todays = [r for r in rows if r.arrival.date() == day]
+    todays = [r for r in rows if r.arrival.astimezone(zone).date() == day]
     if not todays:
-        first = min((r.arrival.date() for r in rows), default=None)
-        last = max((r.arrival.date() for r in rows), default=None)
+        first = min((r.arrival.astimezone(zone).date() for r in rows), default=None)
+        last = max((r.arrival.astimezone(zone).date() for r in rows), default=None)
         span = f"; the file covers {first} to {last}" if first else "; the file has no sessions"
         raise InvalidProblemError([FieldProblem("--date", f"no sessions arrive on {day}{span}")])
-    tz = todays[0].arrival.tzinfo
-    start = datetime.combine(day, time(0), tzinfo=tz)
+    # Aware arithmetic across a DST change must go through UTC: within one ZoneInfo, Python adds
+    # wall-clock time.
+    start = datetime.combine(day, time(0), tzinfo=zone)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
     if horizon_steps is None:
-        horizon_steps = round(24 * 60 / step_minutes)
+        day_minutes = (end.astimezone(UTC) - start.astimezone(UTC)).total_seconds() / 60
+        horizon_steps = max(1, round(day_minutes / step_minutes))
     sessions: list[Session] = []
     seen: dict[str, int] = {}
     for r in sorted(todays, key=lambda x: (x.arrival, x.station_id)):

@@ -41,7 +41,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of the bench command."""
     p.add_argument("--sizes", default="40,400,2000,10000", help="LP sizes at 96 steps")
     p.add_argument("--long", default="2000", help="LP sizes at 288 steps (5-minute steps)")
-    p.add_argument("--milp", default="40,200", help="MILP sizes (min power), 96 steps")
+    p.add_argument("--milp", default="40,200,1000", help="MILP sizes (min power), 96 steps")
     p.add_argument("--pyomo", default="40,400,2000", help="sizes for the Pyomo reference engine")
     p.add_argument(
         "--objectives",
@@ -207,15 +207,17 @@ def _markdown(rows: list[tuple[Case, dict[str, Any]]]) -> str:
 
 
 def _machine() -> str:
+    from importlib.metadata import version
+
+    cpu = platform.machine()
     try:
-        from importlib.metadata import version
-
-        import highspy  # noqa: F401
-
-        versions = f"highspy {version('highspy')}, pyomo {version('pyomo')}"
-    except Exception:
-        versions = ""
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, {versions}"
+        f"Machine: {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB; Python "
+        f"{platform.python_version()}, highspy {version('highspy')}, pyomo {version('pyomo')}"
     )

@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--max-power-kw", type=float, default=6.6, help="per session (default 6.6)")
     sc.add_argument("--min-power-kw", type=float, default=0.0, help="per session (default 0)")
     sc.add_argument("--step-minutes", type=float, default=15.0, help="step length (default 15)")
-    sc.add_argument("--horizon-steps", type=int, help="steps (default: 24 h)")
+    sc.add_argument("--horizon-steps", type=int, help="steps (default: to the next local midnight)")
     sc.add_argument(
         "--energy",
         choices=("delivered", "requested"),
@@ -95,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=("actual", "estimated"),
         default="actual",
         help="departure: real (default) or the driver's estimate",
+    )
+    sc.add_argument(
+        "--timezone",
+        default="America/Los_Angeles",
+        help="site time zone for --date and the day's start (default America/Los_Angeles)",
     )
     sc.add_argument("--out", metavar="SCENARIO.json", help="write here instead of stdout")
     sc.set_defaults(handler=_cmd_scenario)
@@ -258,6 +263,7 @@ def _cmd_scenario(args: argparse.Namespace) -> int:
         horizon_steps=args.horizon_steps,
         energy=args.energy,
         departure=args.departure,
+        timezone=args.timezone,
     )
     data: dict[str, Any] = {
         "source": f"{Path(args.from_acn).name}, {day}: {ATTRIBUTION}",

@@ -183,3 +183,40 @@ def test_module_entry_point_runs() -> None:
         "Site workplace"
     )  # nothing printed before: HiGHS's banner is kept off stdout
     assert "Running HiGHS" not in proc.stdout
+
+
+def test_scenario_on_a_daylight_saving_day_spans_25_hours(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 3 November 2019: California falls back from -07:00 to -08:00 at 02:00.
+    f = tmp_path / "dst.csv"
+    f.write_text(
+        "arrival,departure,requested_energy (kWh),delivered_energy (kWh),station_id,session_id,"
+        "estimated_departure,claimed\n"
+        "2019-11-03 00:30:00-07:00,2019-11-03 09:00:00-08:00,10,8,CA-1,x,,True\n"
+        "2019-11-03 23:30:00-08:00,2019-11-04 06:00:00-08:00,10,8,CA-2,y,,True\n"
+    )
+    assert (
+        main(["scenario", "--from-acn", str(f), "--date", "2019-11-03", "--capacity-kw", "9"]) == 0
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert data["site"]["start"] == "2019-11-03T00:00:00-07:00"
+    assert data["site"]["horizon_steps"] == 100  # 25 h of 15 min
+    assert len(data["sessions"]) == 2
+    assert (
+        main(
+            [
+                "scenario",
+                "--from-acn",
+                str(f),
+                "--date",
+                "2019-11-03",
+                "--capacity-kw",
+                "9",
+                "--timezone",
+                "Mars/Olympus",
+            ]
+        )
+        == 2
+    )
+    assert "unknown time zone" in capsys.readouterr().err
