@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -53,42 +55,52 @@ class AcnRow:
     estimated_departure: datetime | None
 
 
+def _bad(message: str) -> InvalidProblemError:
+    return InvalidProblemError([FieldProblem("--from-acn", message)])
+
+
+def _aware_time(text: str | None, column: str) -> datetime:
+    value = datetime.fromisoformat((text or "").strip())
+    if value.tzinfo is None:
+        raise ValueError(f"{column} {text!r} has no UTC offset")
+    return value
+
+
 def read_acn(path: str | Path) -> list[AcnRow]:
     """Read an ACN-Data CSV (gzip or plain). Raises InvalidProblemError with the line at fault."""
     p = Path(path)
     if not p.is_file():
-        raise InvalidProblemError([FieldProblem("--from-acn", f"no such file: {p}")])
-    raw = p.read_bytes()
+        raise _bad(f"no such file: {p}")
     try:
+        raw = p.read_bytes()
         text = gzip.decompress(raw).decode("utf-8") if raw[:2] == b"\x1f\x8b" else raw.decode()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidProblemError(
-            [FieldProblem("--from-acn", f"{p} is not a readable gzip CSV: {exc}")]
-        ) from None
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise InvalidProblemError(
-            [FieldProblem("--from-acn", f"{p} lacks the ACN columns {', '.join(missing)}")]
-        )
-    rows: list[AcnRow] = []
-    for line, rec in enumerate(reader, start=2):
-        try:
-            est = rec["estimated_departure"].strip()
-            rows.append(
-                AcnRow(
-                    arrival=datetime.fromisoformat(rec["arrival"]),
-                    departure=datetime.fromisoformat(rec["departure"]),
-                    requested_kwh=float(rec["requested_energy (kWh)"]),
-                    delivered_kwh=float(rec["delivered_energy (kWh)"]),
-                    station_id=rec["station_id"],
-                    estimated_departure=datetime.fromisoformat(est) if est else None,
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise _bad(f"{p} is not a readable (gzip) CSV file: {exc}") from None
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise _bad(f"{p} lacks the ACN columns {', '.join(missing)}")
+        rows: list[AcnRow] = []
+        for line, rec in enumerate(reader, start=2):
+            try:
+                est = (rec["estimated_departure"] or "").strip()
+                rows.append(
+                    AcnRow(
+                        arrival=_aware_time(rec["arrival"], "arrival"),
+                        departure=_aware_time(rec["departure"], "departure"),
+                        requested_kwh=float(rec["requested_energy (kWh)"]),
+                        delivered_kwh=float(rec["delivered_energy (kWh)"]),
+                        station_id=(rec["station_id"] or "").strip() or "unknown",
+                        estimated_departure=_aware_time(est, "estimated_departure")
+                        if est
+                        else None,
+                    )
                 )
-            )
-        except (ValueError, TypeError) as exc:
-            raise InvalidProblemError(
-                [FieldProblem("--from-acn", f"{p} line {line}: {exc}")]
-            ) from None
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise _bad(f"{p} line {line}: {exc}") from None
+    except csv.Error as exc:
+        raise _bad(f"{p} is not valid CSV: {exc}") from None
     return rows
 
 
@@ -111,6 +123,14 @@ def scenario_from_acn(
     or ``requested``. ``departure``: ``actual`` or ``estimated`` (what the driver entered).
     The default horizon runs to the next local midnight: 23 or 25 hours on a daylight-saving day.
     """
+    if not (math.isfinite(step_minutes) and 0 < step_minutes <= 1440):
+        raise InvalidProblemError(
+            [FieldProblem("--step-minutes", f"must be in (0, 1440] (got {step_minutes})")]
+        )
+    if not (math.isfinite(capacity_kw) and capacity_kw >= 0):
+        raise InvalidProblemError(
+            [FieldProblem("--capacity-kw", f"must be a number >= 0 (got {capacity_kw})")]
+        )
     try:
         zone = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):

@@ -15,12 +15,16 @@ Constraint families (rows, in this order):
 Bounds: ``0 <= p <= min(max power, need / (share · Δt))``. For the MILP, a column of a session with a
 minimum power is semi-continuous: ``p = 0`` or ``min power <= p <= upper``.
 
-Objective (minimised): per kWh delivered ``-priority/min priority`` (primary: deliver as much weighted
-energy as possible; unmet energy is the implicit slack of ``energy_needed``), plus secondary terms
-whose worst case per kWh adds up to less than 1, so they can never outweigh a kWh of the primary:
-``price`` × normalised price, ``early`` × (step + 1)/T (charge early; also a deterministic
-tie-breaker), and ``peak`` × Δt per kW of site peak (a kW less of peak is worth less than the
-energy of a kW for one step).
+Objective (minimised): per kWh delivered ``-100 · priority/min priority`` (primary: deliver as much weighted
+energy as possible; unmet energy is the implicit slack of ``energy_needed``), plus secondary terms:
+``price`` × price normalised to [0, 1] over the horizon, ``early`` × (step + 1)/T (charge early; also
+a tie-breaker), and ``peak`` × Δt per kW of site peak.
+
+Why the secondary terms can never cost energy: the cap is in kW, and a kW of cap in a step is worth
+``share · Δt`` kWh to a session (see optimizer.grid). Moving a kW of cap from a session with a full
+step to one with a small share trades up to ``secondary × Δt`` against ``share × Δt`` kWh of primary. So
+a kWh of the primary is worth ``2 / grid.MIN_SHARE`` (100) against secondary weights that must add up to
+less than 1 per kWh: then even the worst such exchange never pays.
 """
 
 from __future__ import annotations
@@ -32,15 +36,19 @@ import numpy.typing as npt
 
 from optimizer.errors import FieldProblem, InvalidProblemError
 from optimizer.feasibility import column_upper_bounds
-from optimizer.grid import FloatArray, Grid
+from optimizer.grid import MIN_SHARE, FloatArray, Grid
 
 Int32Array = npt.NDArray[np.int32]
+BoolArray = npt.NDArray[np.bool_]
 
 INF = float("inf")
 CONTINUOUS = 0
 SEMI_CONTINUOUS = 2
 # Sum of the secondary weights must stay below this to keep the primary goal dominant.
 MAX_SECONDARY = 0.9
+# Value of a kWh of the primary term relative to the secondary weights (see the module docstring).
+# Twice the bound needed (1 / MIN_SHARE): the margin also keeps dual simplex fast here (BENCHMARKS.md).
+PRIMARY_SCALE = 2.0 / MIN_SHARE
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +108,35 @@ def objective_coefficients(grid: Grid, weights: Weights) -> tuple[FloatArray, fl
     """Cost per kW of each power column, and the cost per kW of the peak variable."""
     kwh_per_kw = grid.col_share * grid.step_hours
     min_priority = float(grid.priority.min()) if grid.n_sessions else 1.0
-    per_kwh = -grid.priority[grid.col_session] / min_priority
+    # The primary term is scaled up rather than the secondary ones down: the same ratio, but the
+    # secondary terms keep reduced costs well above the solver's tolerances (tiny tie-breakers made
+    # dual simplex 6x slower at N = 10,000).
+    per_kwh = -PRIMARY_SCALE * grid.priority[grid.col_session] / min_priority
     if weights.early > 0 and grid.n_steps:
         per_kwh = per_kwh + weights.early * (grid.col_step + 1) / grid.n_steps
     if weights.price > 0 and grid.price_per_kwh is not None:
-        scale = float(np.abs(grid.price_per_kwh).max())
-        if scale > 0:
-            per_kwh = per_kwh + weights.price * grid.price_per_kwh[grid.col_step] / scale
+        lo, hi = float(grid.price_per_kwh.min()), float(grid.price_per_kwh.max())
+        if hi > lo:
+            normalised = (grid.price_per_kwh[grid.col_step] - lo) / (hi - lo)
+            per_kwh = per_kwh + weights.price * normalised
     return per_kwh * kwh_per_kw, weights.peak * grid.step_hours
+
+
+def column_bounds(grid: Grid, *, min_power: bool) -> tuple[FloatArray, FloatArray, BoolArray]:
+    """Lower and upper bound of every power column, and which are semi-continuous (MILP).
+
+    The upper bound is the session's max power and no more than its need in one step. With
+    ``min_power``, a step in which even the minimum would overshoot the need cannot be used at all.
+    """
+    upper = column_upper_bounds(grid)
+    semi = np.zeros(grid.n_cols, dtype=bool)
+    if min_power:
+        pmin = grid.min_power_kw[grid.col_session]
+        semi = pmin > 0
+        upper = np.where(semi & (upper < pmin), 0.0, upper)
+        semi &= upper > 0
+        return np.where(semi, pmin, 0.0), upper, semi
+    return np.zeros(grid.n_cols), upper, semi
 
 
 def build_lp(grid: Grid, weights: Weights, *, min_power: bool = False) -> LinearProgram:
@@ -116,18 +145,10 @@ def build_lp(grid: Grid, weights: Weights, *, min_power: bool = False) -> Linear
     t = grid.n_steps
     has_peak = weights.peak > 0
     cost, peak_cost = objective_coefficients(grid, weights)
-    upper = column_upper_bounds(grid)
-    lower = np.zeros(n_p)
+    lower, upper, semi = column_bounds(grid, min_power=min_power)
     integrality: Int32Array | None = None
-    if min_power:
-        pmin = grid.min_power_kw[grid.col_session]
-        semi = pmin > 0
-        # A step in which even the minimum power would overshoot the need cannot be used at all.
-        upper = np.where(semi & (upper < pmin), 0.0, upper)
-        semi &= upper > 0
-        if np.any(semi):
-            integrality = np.where(semi, SEMI_CONTINUOUS, CONTINUOUS).astype(np.int32)
-            lower = np.where(semi, pmin, 0.0)
+    if np.any(semi):
+        integrality = np.where(semi, SEMI_CONTINUOUS, CONTINUOUS).astype(np.int32)
 
     energy_row = t + grid.col_session
     kwh_per_kw = grid.col_share * grid.step_hours

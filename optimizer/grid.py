@@ -14,11 +14,16 @@ The rule (stated in the README too):
   by at most one step of overlap per session, and never unsafe.
 * Windows are clipped to the horizon: a session departing after the horizon ends only gets the steps
   inside it, and a session that has already left (departure <= start) gets none.
+* Shares below 2 % of a step (18 s of a 15-minute step) are dropped: the session gets no power in that
+  step. Without this floor, a sliver of a step would turn a kW of cap into almost no energy, and the
+  secondary objective terms could outweigh the energy it is worth (see optimizer.formulation).
+* All arithmetic is on absolute (UTC) time, so a daylight-saving change inside the horizon is handled.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC
 
 import numpy as np
 import numpy.typing as npt
@@ -28,9 +33,9 @@ from optimizer.problem import Problem
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-# Availability shares below this are treated as zero: a session that touches a step for a few
-# microseconds would otherwise claim cap for nothing.
-MIN_SHARE = 1e-6
+# Shares below this are dropped (see the module docstring); optimizer.formulation scales the secondary
+# objective terms by it so that they can never outweigh energy.
+MIN_SHARE = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,21 +66,17 @@ class Grid:
         """Number of (session, step) pairs inside some window."""
         return int(self.col_session.shape[0])
 
-    def availability(self) -> FloatArray:
-        """Dense ``a[i, k]`` matrix (sessions × steps)."""
-        a = np.zeros((self.n_sessions, self.n_steps))
-        a[self.col_session, self.col_step] = self.col_share
-        return a
-
     def to_dense(self, col_values: FloatArray) -> FloatArray:
         """Scatter per-column values into a dense sessions × steps matrix."""
         out = np.zeros((self.n_sessions, self.n_steps))
         out[self.col_session, self.col_step] = col_values
         return out
 
-    def from_dense(self, dense: FloatArray) -> FloatArray:
-        """Gather per-column values from a dense sessions × steps matrix."""
-        return np.asarray(dense[self.col_session, self.col_step], dtype=np.float64)
+    def columns_by_step(self) -> tuple[IntArray, IntArray]:
+        """Column indices sorted by step, and where each step starts in that order."""
+        order = np.argsort(self.col_step, kind="stable").astype(np.int64)
+        bounds = np.searchsorted(self.col_step[order], np.arange(self.n_steps + 1))
+        return order, bounds.astype(np.int64)
 
 
 def build_grid(problem: Problem) -> Grid:
@@ -84,9 +85,10 @@ def build_grid(problem: Problem) -> Grid:
     sessions = problem.sessions
     n, t = len(sessions), site.horizon_steps
     step_s = site.step_minutes * 60.0
-    start = site.start
-    arr = np.array([(s.arrival - start).total_seconds() for s in sessions], dtype=np.float64)
-    dep = np.array([(s.departure - start).total_seconds() for s in sessions], dtype=np.float64)
+    # Subtracting two datetimes of the same ZoneInfo gives wall-clock time: go through UTC.
+    start = site.start.astimezone(UTC)
+    arr = np.array([(s.arrival.astimezone(UTC) - start).total_seconds() for s in sessions])
+    dep = np.array([(s.departure.astimezone(UTC) - start).total_seconds() for s in sessions])
     arr = arr.reshape(n)
     dep = dep.reshape(n)
 

@@ -20,12 +20,6 @@ import numpy as np
 from optimizer.grid import FloatArray, Grid, IntArray
 
 
-def _columns_by_step(grid: Grid) -> tuple[IntArray, IntArray]:
-    order = np.argsort(grid.col_step, kind="stable")
-    bounds = np.searchsorted(grid.col_step[order], np.arange(grid.n_steps + 1))
-    return order.astype(np.int64), bounds.astype(np.int64)
-
-
 def _headroom(grid: Grid, cols: IntArray, remaining: FloatArray) -> FloatArray:
     """Most each column may take this step: max power, and no more than the session still needs."""
     s = grid.col_session[cols]
@@ -34,21 +28,34 @@ def _headroom(grid: Grid, cols: IntArray, remaining: FloatArray) -> FloatArray:
 
 
 def _greedy_in_order(cap: float, want: FloatArray, pmin: FloatArray | None) -> FloatArray:
-    """Give each column (already in priority order) what it wants until the cap is used up."""
-    want = want.copy()
-    while True:
+    """Give each column (already in priority order) what it wants until the cap is used up.
+
+    With ``pmin``, a column that cannot get its minimum gets nothing and the power goes on to the
+    next ones (in one pass: O(n) per step).
+    """
+    if pmin is None:
         before = np.cumsum(want) - want
-        p = np.clip(cap - before, 0.0, want)
-        if pmin is None:
-            return p
-        short = np.flatnonzero((p > 0) & (p < pmin))
-        if short.size == 0:
-            return p
-        want[short[0]] = 0.0  # cannot charge below its minimum: skip it this step
+        return np.asarray(np.clip(cap - before, 0.0, want), dtype=np.float64)
+    want = np.where(want < pmin, 0.0, want)  # cannot reach its minimum even alone
+    before = np.cumsum(want) - want
+    p = np.clip(cap - before, 0.0, want)
+    short = np.flatnonzero((p > 0) & (p < pmin))
+    if short.size == 0:
+        return np.asarray(p, dtype=np.float64)
+    # Everyone before the first short column got all it wanted; hand out the rest one by one.
+    j = int(short[0])
+    left = cap - float(before[j])
+    p[j:] = 0.0
+    for c in range(j, want.size):
+        if left < pmin[c] or want[c] <= 0.0:
+            continue
+        p[c] = min(want[c], left)
+        left -= p[c]
+    return np.asarray(p, dtype=np.float64)
 
 
 def _priority_plan(grid: Grid, key: str, respect_min_power: bool) -> FloatArray:
-    order, bounds = _columns_by_step(grid)
+    order, bounds = grid.columns_by_step()
     remaining = grid.energy_kwh.copy()
     p = np.zeros(grid.n_cols)
     step_s = grid.step_hours * 3600.0
@@ -87,7 +94,7 @@ def earliest_deadline_first(grid: Grid) -> FloatArray:
 
 def equal_share(grid: Grid) -> FloatArray:
     """Baseline: the cap shared equally among sessions present (water-filling)."""
-    order, bounds = _columns_by_step(grid)
+    order, bounds = grid.columns_by_step()
     remaining = grid.energy_kwh.copy()
     p = np.zeros(grid.n_cols)
     for k in range(grid.n_steps):

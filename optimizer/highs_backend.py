@@ -155,8 +155,13 @@ class HighsModel:
             h.setOptionValue("solver", "simplex")
 
     def set_time_limit(self, seconds: float | None) -> None:
-        """Change the time limit for the next run."""
-        self._h.setOptionValue("time_limit", float("inf") if seconds is None else float(seconds))
+        """Allow the next run ``seconds`` more.
+
+        HiGHS measures its time limit against its run clock, which adds up over every run of the
+        same instance, so the limit is set relative to the time already spent.
+        """
+        limit = float("inf") if seconds is None else self._h.getRunTime() + float(seconds)
+        self._h.setOptionValue("time_limit", limit)
 
     def change_bounds(self, cols: IntArray, lower: FloatArray, upper: FloatArray) -> None:
         """Change the bounds of some columns (warm re-solve follows)."""

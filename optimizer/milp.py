@@ -90,7 +90,10 @@ def solve_milp_highs(
         values = x[semi]
         between = np.flatnonzero((values > ZERO_KW) & (values < pmin * (1 - TOL)))
         if between.size == 0:
-            incumbent = x
+            # Solver noise below ZERO_KW counts as zero; make it exactly zero so the start point
+            # handed to branch and bound is semi-continuous to the letter.
+            incumbent = x.copy()
+            incumbent[semi[values <= ZERO_KW]] = 0.0
             break
         up = _choose_up(grid, semi, values, pmin, lower_now, between)
         down = np.setdiff1d(between, up, assume_unique=True)
@@ -113,7 +116,7 @@ def solve_milp_highs(
         incumbent = full_vector(lp, grid, col)
 
     objective = float(np.dot(lp.col_cost, incumbent))
-    gap = _gap(objective, bound)
+    gap = relative_gap(objective, bound)
     progress(f"MILP: dive plan {objective:.4f}, gap {gap:.4%}")
     status = Status.OPTIMAL
     termination = "dive within gap"
@@ -133,9 +136,16 @@ def solve_milp_highs(
                 incumbent, objective = out.x, out.objective
             if out.best_bound is not None and np.isfinite(out.best_bound):
                 bound = max(bound, out.best_bound)
-            gap = _gap(objective, bound)
+            gap = relative_gap(objective, bound)
             closed = out.status is Status.OPTIMAL or gap <= options.mip_rel_gap + GAP_SLACK
-            status = Status.OPTIMAL if closed else Status.TIME_LIMIT
+            # Stopped short for another reason than the clock: the plan is feasible, not proven.
+            status = (
+                Status.OPTIMAL
+                if closed
+                else Status.TIME_LIMIT
+                if out.hit_limit
+                else Status.FEASIBLE
+            )
     info = SolverInfo(
         engine="highs",
         algorithm="dive+mip",
@@ -158,7 +168,8 @@ def _round_down(x: FloatArray, semi: IntArray, pmin: FloatArray) -> FloatArray:
     return out
 
 
-def _gap(objective: float, bound: float) -> float:
+def relative_gap(objective: float, bound: float) -> float:
+    """(objective - bound) / |objective|, the MIP gap as HiGHS defines it."""
     return max(0.0, (objective - bound) / max(abs(objective), 1e-9))
 
 

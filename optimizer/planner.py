@@ -20,12 +20,10 @@ from optimizer.formulation import Weights, plan_objective
 from optimizer.grid import FloatArray, Grid, build_grid
 from optimizer.highs_backend import ALGORITHMS, HighsOptions
 from optimizer.kpis import compute_kpis, plan_figures
-from optimizer.lp import SolverRun, solve_lp_highs
-from optimizer.milp import solve_milp_highs
+from optimizer.lp import Progress, SolverRun, solve_lp_highs
+from optimizer.milp import relative_gap, solve_milp_highs
 from optimizer.problem import Problem
 from optimizer.result import Method, SolveResult, SolverInfo, Status, Timings
-
-Progress = Callable[[str], None]
 
 ENGINES = ("highs", "pyomo")
 DEFAULT_MILP_TIME_LIMIT_S = 30.0
@@ -188,7 +186,7 @@ def _run_engine(
 def _with_objective(info: SolverInfo, objective: float) -> SolverInfo:
     gap = info.mip_gap
     if info.best_bound is not None and gap is not None:
-        gap = max(0.0, (objective - info.best_bound) / max(abs(objective), 1e-9))
+        gap = relative_gap(objective, info.best_bound)
     return SolverInfo(
         engine=info.engine,
         algorithm=info.algorithm,

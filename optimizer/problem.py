@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from optimizer.errors import FieldProblem, InvalidProblemError
 
@@ -60,8 +60,8 @@ class Site:
 
     @property
     def end(self) -> datetime:
-        """End of the planning horizon."""
-        return self.start + self.step * self.horizon_steps
+        """End of the planning horizon (in UTC: aware arithmetic in one zone is wall-clock time)."""
+        return self.start.astimezone(UTC) + self.step * self.horizon_steps
 
     @classmethod
     def create(
@@ -85,8 +85,17 @@ class Site:
         if not isinstance(horizon_steps, int) or isinstance(horizon_steps, bool):
             problems.append(FieldProblem("site.horizon_steps", "must be a whole number"))
             raise InvalidProblemError(problems)
+        if horizon_steps < 1 or horizon_steps > MAX_HORIZON_STEPS:
+            # Checked before anything is allocated: a typo of 10**8 steps must not exhaust memory.
+            problems.append(
+                FieldProblem(
+                    "site.horizon_steps",
+                    f"must be between 1 and {MAX_HORIZON_STEPS} (got {horizon_steps})",
+                )
+            )
+            raise InvalidProblemError(problems)
         if isinstance(capacity_kw, int | float):
-            caps = tuple(float(capacity_kw) for _ in range(max(horizon_steps, 0)))
+            caps = tuple(float(capacity_kw) for _ in range(horizon_steps))
         else:
             caps = tuple(float(x) for x in capacity_kw)
             if len(caps) != horizon_steps:
@@ -104,13 +113,6 @@ class Site:
                     "site.price_per_kwh",
                     f"has {len(prices)} values but horizon_steps is {horizon_steps}: "
                     "give one price per step",
-                )
-            )
-        if horizon_steps < 1 or horizon_steps > MAX_HORIZON_STEPS:
-            problems.append(
-                FieldProblem(
-                    "site.horizon_steps",
-                    f"must be between 1 and {MAX_HORIZON_STEPS} (got {horizon_steps})",
                 )
             )
         if problems:
@@ -140,7 +142,12 @@ class Problem:
 
 
 def _finite(x: object) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    if not isinstance(x, int | float) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int beyond float range
+        return False
 
 
 def _aware(x: object) -> bool:

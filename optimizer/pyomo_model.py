@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from optimizer.feasibility import column_upper_bounds
-from optimizer.formulation import Weights, objective_coefficients
+from optimizer.formulation import Weights, column_bounds, objective_coefficients
 from optimizer.grid import Grid
 from optimizer.highs_backend import HighsOptions
 from optimizer.lp import Progress, SolverRun
@@ -29,16 +28,9 @@ def build_pyomo_model(grid: Grid, weights: Weights, *, min_power: bool) -> Any:
     import pyomo.environ as pyo
 
     cost, peak_cost = objective_coefficients(grid, weights)
-    upper = column_upper_bounds(grid)
-    pmin = grid.min_power_kw[grid.col_session]
-    semi = np.zeros(grid.n_cols, dtype=bool)
-    if min_power:
-        semi = pmin > 0
-        upper = np.where(semi & (upper < pmin), 0.0, upper)
-        semi &= upper > 0
+    pmin, upper, semi = column_bounds(grid, min_power=min_power)
     kwh_per_kw = grid.col_share * grid.step_hours
-    order = np.argsort(grid.col_step, kind="stable")
-    step_bounds = np.searchsorted(grid.col_step[order], np.arange(grid.n_steps + 1))
+    order, step_bounds = grid.columns_by_step()
     by_step = [order[step_bounds[k] : step_bounds[k + 1]].tolist() for k in range(grid.n_steps)]
 
     m = pyo.ConcreteModel(name="smart_charging")
@@ -134,7 +126,7 @@ def solve_pyomo(
         algorithm="appsi_highs",
         objective=objective,
         best_bound=float(bound) if bound is not None and np.isfinite(bound) else None,
-        mip_gap=0.0 if min_power and status is Status.OPTIMAL else None,
+        mip_gap=None,
         termination=str(tc),
         n_variables=m.nvariables(),
         n_constraints=m.nconstraints(),

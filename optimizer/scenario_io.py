@@ -29,6 +29,13 @@ _SESSION_KEYS = {
 }
 
 
+def _finite(x: float) -> bool:
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # JSON integers may exceed the float range
+        return False
+
+
 class _Reader:
     def __init__(self) -> None:
         self.problems: list[FieldProblem] = []
@@ -47,8 +54,8 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(f"{where}.{key}", f"must be a number (got {json.dumps(value)})")
             return None
-        if not math.isfinite(value):
-            self.fail(f"{where}.{key}", "must be a finite number")
+        if not _finite(value):
+            self.fail(f"{where}.{key}", "must be a finite number of sensible size")
             return None
         return float(value)
 
@@ -81,7 +88,7 @@ class _Reader:
             return None
         out: list[float] = []
         for k, x in enumerate(value):
-            if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+            if isinstance(x, bool) or not isinstance(x, int | float) or not _finite(x):
                 self.fail(f"{where}[{k}]", f"must be a number (got {json.dumps(x)})")
                 return None
             out.append(float(x))

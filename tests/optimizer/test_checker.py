@@ -31,16 +31,16 @@ def _broken(power_change: tuple[int, int, float]) -> None:
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "words"),
     [
-        (1, 2, 1.0),  # b has left by step 2: outside its window
-        (0, 0, 11.0),  # above a's max power
-        (0, 1, 2.0),  # below a's min power
-        (1, 0, -1.0),  # negative
+        ((1, 2, 1.0), "outside a session's window"),  # b has left by step 2
+        ((0, 0, 11.0), "above max power"),
+        ((0, 1, 2.0), "below min power"),
+        ((1, 0, -1.0), "negative power"),
     ],
 )
-def test_checker_catches_violations(change: tuple[int, int, float]) -> None:
-    with pytest.raises(AssertionError):
+def test_checker_catches_violations(change: tuple[int, int, float], words: str) -> None:
+    with pytest.raises(AssertionError, match=words):
         _broken(change)
 
 

@@ -220,3 +220,59 @@ def test_scenario_on_a_daylight_saving_day_spans_25_hours(
         == 2
     )
     assert "unknown time zone" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (gzip.compress(b"arrival,departure\n")[:-6], "not a readable (gzip) CSV"),
+        (b"\xff\xfe\x00bad", "not a readable"),
+        (
+            b"arrival,departure,requested_energy (kWh),delivered_energy (kWh),station_id,session_id,"
+            b"estimated_departure,claimed\n2019-06-14 07:00:00-07:00,2019-06-14 09:00:00-07:00\n",
+            "line 2",
+        ),
+        (
+            b"arrival,departure,requested_energy (kWh),delivered_energy (kWh),station_id,session_id,"
+            b"estimated_departure,claimed\n2019-06-14 07:00:00,2019-06-14 09:00:00-07:00,1,1,A,x,,T\n",
+            "no UTC offset",
+        ),
+    ],
+)
+def test_broken_acn_files_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    f = tmp_path / "broken.csv.gz"
+    f.write_bytes(content)
+    assert (
+        main(["scenario", "--from-acn", str(f), "--date", "2019-06-14", "--capacity-kw", "5"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--step-minutes", "0"], "--step-minutes"),
+        (["--step-minutes", "nan"], "--step-minutes"),
+        (["--horizon-steps", "100000000"], "horizon_steps"),
+    ],
+)
+def test_bad_scenario_flags_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    src = _acn_file(tmp_path)
+    args = ["scenario", "--from-acn", str(src), "--date", "2019-06-14", "--capacity-kw", "5"]
+    assert main(args + flags) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_numbers_beyond_float_range_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "huge.json"
+    f.write_text('{"site": {"start": "2026-01-01T00:00Z", "capacity_kw": 1' + "0" * 400 + "}}")
+    assert main(["plan", str(f)]) == 2
+    assert "site.capacity_kw" in capsys.readouterr().err

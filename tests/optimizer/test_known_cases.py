@@ -126,3 +126,43 @@ def test_methods_report_what_they_are() -> None:
         r = solve(p, m)
         assert r.method is m
         assert r.status.has_plan
+
+
+def test_secondary_terms_never_cost_energy_through_a_small_share() -> None:
+    # Review case: moving a (full-share) to its cheap step would block b, whose sliver of step 1
+    # (5 of 60 minutes) turns the cap into little energy. Energy must still win.
+    p = problem(
+        [session("a", 0, 120, 10, 10), session("b", 115, 120, 10, 10)],
+        10.0,
+        steps=2,
+        prices=[1.0, 0.0],
+    )
+    lp = solve(p)
+    edf = solve(p, "earliest_deadline")
+    assert lp.kpis.energy_delivered_kwh >= edf.kpis.energy_delivered_kwh - 1e-9
+    assert lp.kpis.energy_delivered_kwh == pytest.approx(10 + 10 * 5 / 60)
+
+
+def test_slivers_below_two_percent_of_a_step_are_not_used() -> None:
+    # 30 s of a 1 h step: dropped (see optimizer.grid.MIN_SHARE).
+    p = problem([session("a", 59.5, 120, 100, 10)], 100.0, steps=2)
+    r = solve(p)
+    np.testing.assert_allclose(r.session_power("a"), [0, 10], atol=1e-9)
+
+
+def test_daylight_saving_change_inside_the_horizon() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from optimizer import Problem, Session, Site
+
+    la = ZoneInfo("America/Los_Angeles")
+    start = datetime(2019, 11, 3, 0, 0, tzinfo=la)  # 25-hour day: 01:00-02:00 happens twice
+    # 04:00 local is 5 real hours after midnight local.
+    s = Session(
+        "a", datetime(2019, 11, 3, 4, 0, tzinfo=la), datetime(2019, 11, 3, 6, 0, tzinfo=la), 5, 10
+    )
+    p = Problem.of(Site.create("dst", start, 50.0, step_minutes=60, horizon_steps=25), [s])
+    r = solve(p)
+    assert np.flatnonzero(r.session_power("a")).tolist() == [5]
+    assert p.site.end == datetime(2019, 11, 4, 0, 0, tzinfo=la)

@@ -95,3 +95,19 @@ def test_reference_engines_agree_on_a_real_sized_day() -> None:
     ours, ref = solve(p, "lp"), solve(p, "lp", engine="pyomo")
     assert ours.solver.objective == pytest.approx(ref.solver.objective, rel=1e-8)
     np.testing.assert_allclose(ours.delivered_kwh.sum(), ref.delivered_kwh.sum(), rtol=1e-7)
+
+
+def test_time_limit_counts_from_now_on_a_reused_model() -> None:
+    # HiGHS's clock adds up over runs: a limit must be relative to the time already spent.
+    from optimizer.formulation import Weights, build_lp
+    from optimizer.grid import build_grid
+    from optimizer.highs_backend import HighsModel, HighsOptions
+
+    lp = build_lp(build_grid(congested_day(300, seed=1)), Weights())
+    model = HighsModel(lp, HighsOptions())
+    assert model.run().status is Status.OPTIMAL
+    spent = model._h.getRunTime()
+    assert spent > 0
+    model.set_time_limit(60.0)
+    assert model._h.getOptionValue("time_limit")[1] == pytest.approx(spent + 60.0, abs=0.5)
+    assert model.run().status is Status.OPTIMAL
