@@ -1,0 +1,1 @@
+"""The HTTP side: the JSON API (and, later, the operator console)."""

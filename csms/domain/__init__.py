@@ -1,0 +1,1 @@
+"""Version-neutral vocabulary of the central system: events and commands. No I/O."""

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from charge_point_sim.charger_model import Capabilities, ChargerSpec, ChargerState, set_charging_profile
+from charge_point_sim.charger_model import (
+    Capabilities,
+    ChargerSpec,
+    ChargerState,
+    set_charging_profile,
+)
 from charge_point_sim.composite import composite_schedule
 from charge_point_sim.profiles import (
     ChargingProfile,

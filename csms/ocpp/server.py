@@ -1,0 +1,222 @@
+"""The OCPP-J websocket endpoint: ``ws(s)://HOST:PORT/ocpp/{charge_point_id}``.
+
+Handshake rules: the path names the charger; the subprotocol must be ``ocpp2.0.1`` or ``ocpp1.6``
+(anything else is refused with HTTP 400 before the upgrade); HTTP Basic auth with the charger id as
+user name (OCPP security profile 1, over TLS profile 2) is checked against the stored hash. A second
+connection for the same id replaces the first, which is closed; no state lives in the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote
+
+from ocpp.v16.enums import Action as Action16
+from ocpp.v201.enums import Action as Action201
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from csms.domain.clock import Clock
+from csms.ocpp.connection import LoggedConnection, MessageLogWriter
+from csms.ocpp.context import ConnectionContext
+from csms.ocpp.v16 import CentralSystem16
+from csms.ocpp.v201 import CentralSystem201
+from csms.services.stations import StationService
+from csms.settings import OcppSettings
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOLS = ("ocpp2.0.1", "ocpp1.6")  # our preference when a charger offers both
+PATH_PREFIX = "/ocpp/"
+MAX_ID_LENGTH = 64  # OCPP 2.0.1 identity is at most 48; 1.6 chargeBoxIdentity 20; leave room
+
+ChargePointConnection = CentralSystem16 | CentralSystem201
+KNOWN_ACTIONS = {
+    "ocpp1.6": frozenset(a.value for a in Action16),
+    "ocpp2.0.1": frozenset(a.value for a in Action201),
+}
+
+
+def charge_point_id_from_path(path: str) -> str | None:
+    """The id in ``/ocpp/{id}`` (URL-decoded), or None if the path is not of that form."""
+    path = path.split("?", 1)[0]
+    if not path.startswith(PATH_PREFIX):
+        return None
+    cp_id = unquote(path[len(PATH_PREFIX) :].rstrip("/"))
+    if not cp_id or "/" in cp_id or len(cp_id) > MAX_ID_LENGTH or not cp_id.isprintable():
+        return None
+    return cp_id
+
+
+def offered_subprotocols(headers: Headers) -> list[str]:
+    """Subprotocols the client offered, in its order."""
+    out: list[str] = []
+    for value in headers.get_all("Sec-WebSocket-Protocol"):
+        out.extend(p.strip() for p in value.split(",") if p.strip())
+    return out
+
+
+def basic_auth(headers: Headers, charge_point_id: str) -> str | None:
+    """The password from an HTTP Basic header whose user is the charger id, else None."""
+    value = headers.get("Authorization")
+    if not value or not value.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(value[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    if not sep or user != charge_point_id:
+        return None
+    return password
+
+
+class OcppServer:
+    """Accepts charger connections and keeps the registry of who is connected where."""
+
+    def __init__(self, settings: OcppSettings, service: StationService, clock: Clock) -> None:
+        self.settings = settings
+        self.service = service
+        self.clock = clock
+        self.writer = MessageLogWriter(service, clock)
+        self.connections: dict[str, ChargePointConnection] = {}
+        self._sockets: dict[str, ServerConnection] = {}
+        self._server: Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with port 0)."""
+        assert self._server is not None
+        sock = next(iter(self._server.sockets))
+        return int(sock.getsockname()[1])
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[OcppServer]:
+        """Serve until the block exits; then close every connection and flush the message log."""
+        ssl_context = self._ssl_context()
+        async with asyncio.TaskGroup() as tg:
+            writer_task = tg.create_task(self.writer.run())
+            async with serve(
+                self._handle,
+                self.settings.host,
+                self.settings.port,
+                subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+                select_subprotocol=self._select_subprotocol,
+                process_request=self._process_request,
+                max_size=self.settings.max_frame_bytes,
+                ssl=ssl_context,
+            ) as server:
+                self._server = server
+                log.info("OCPP endpoint listening on port %d", self.port)
+                try:
+                    yield self
+                finally:
+                    server.close()
+                    await server.wait_closed()
+            writer_task.cancel()
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        s = self.settings
+        if s.tls_cert_file is None:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # OCPP security whitepaper: TLS 1.2 or higher
+        ctx.load_cert_chain(s.tls_cert_file, s.tls_key_file)
+        return ctx
+
+    def _select_subprotocol(self, _conn: ServerConnection, offered: Any) -> Any:
+        for proto in SUBPROTOCOLS:
+            if proto in offered:
+                return proto
+        return None
+
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        cp_id = charge_point_id_from_path(request.path)
+        if cp_id is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, "use ws://host:port/ocpp/{id}\n")
+        offered = offered_subprotocols(request.headers)
+        if not any(p in SUBPROTOCOLS for p in offered):
+            return connection.respond(
+                HTTPStatus.BAD_REQUEST,
+                f"unsupported subprotocol {offered or 'none'}: offer one of "
+                f"{', '.join(SUBPROTOCOLS)}\n",
+            )
+        password = basic_auth(request.headers, cp_id)
+        if not await self.service.check_credentials(cp_id, password):
+            log.warning("refused charger: unknown or wrong password", extra={"charge_point": cp_id})
+            response = connection.respond(HTTPStatus.UNAUTHORIZED, "authentication failed\n")
+            response.headers["WWW-Authenticate"] = 'Basic realm="ocpp", charset="UTF-8"'
+            return response
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        cp_id = charge_point_id_from_path(ws.request.path if ws.request else "") or ""
+        version = ws.subprotocol or ""
+        password = basic_auth(ws.request.headers, cp_id) if ws.request else None
+        # Register the new socket before closing the old one, so that the old handler's cleanup
+        # sees it is no longer current and does not mark the charger offline.
+        previous = self._sockets.get(cp_id)
+        self._sockets[cp_id] = ws
+        if previous is not None:
+            log.info("second connection replaces the first", extra={"charge_point": cp_id})
+            await previous.close(code=1000, reason="replaced by a new connection")
+        ctx = ConnectionContext(
+            service=self.service,
+            clock=self.clock,
+            heartbeat_interval_s=self.settings.heartbeat_interval_s,
+        )
+        conn = LoggedConnection(
+            ws,
+            cp_id,
+            version,
+            self.writer,
+            self.clock,
+            after_send=ctx.sent,
+            known_actions=KNOWN_ACTIONS[version],
+        )
+        cp: ChargePointConnection = (
+            CentralSystem16(cp_id, conn, ctx)
+            if version == "ocpp1.6"
+            else CentralSystem201(cp_id, conn, ctx)
+        )
+        cp._response_timeout = self.settings.response_timeout_s
+        self.connections[cp_id] = cp
+        await self.service.connected(cp_id, version, password)
+        log.info("charger connected", extra={"charge_point": cp_id, "ocpp_version": version})
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._after_boot(cp))
+                await cp.start()
+        except* ConnectionClosed:
+            pass
+        except* Exception:  # a handler bug must not take the server down
+            log.exception("connection handler failed", extra={"charge_point": cp_id})
+        finally:
+            if self._sockets.get(cp_id) is ws:
+                del self._sockets[cp_id]
+                del self.connections[cp_id]
+                await self.service.disconnected(cp_id)
+            log.info("charger disconnected", extra={"charge_point": cp_id})
+
+    async def _after_boot(self, cp: ChargePointConnection) -> None:
+        """Once the charger has booted, read its smart-charging capabilities (own task: calls
+        from inside an ``@on`` handler would deadlock the receive loop)."""
+        await cp.ctx.booted.wait()
+        try:
+            caps = await cp.read_capabilities()
+        except Exception as exc:
+            log.warning("could not read capabilities: %s", exc, extra={"charge_point": cp.id})
+            caps = {"error": f"{type(exc).__name__}: {exc}"}
+        await self.service.save_capabilities(cp.id, caps)

@@ -1,0 +1,75 @@
+"""The composition root of the central system: database, services and the OCPP endpoint, started
+and stopped together. Built from one Settings object; nothing here runs at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from csms.db.engine import create_engine, session_factory
+from csms.db.migrate import upgrade_to_head
+from csms.domain.clock import Clock, SystemClock
+from csms.ocpp.server import OcppServer
+from csms.services.stations import StationService
+from csms.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_S = 3600.0
+
+
+@dataclass
+class Runtime:
+    """Everything a running central system holds."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    stations: StationService
+    ocpp: OcppServer
+
+
+@contextlib.asynccontextmanager
+async def run(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Runtime]:
+    """Migrate the database, start the OCPP endpoint; on exit close connections and flush."""
+    clock = clock or SystemClock()
+    engine = create_engine(settings.database.url, echo=settings.database.echo_sql)
+    try:
+        await upgrade_to_head(engine)
+        sessions = session_factory(engine)
+        stations = StationService(
+            sessions,
+            clock,
+            allow_unknown_chargers=settings.ocpp.allow_unknown_chargers,
+            accept_unknown_id_tokens=settings.ocpp.accept_unknown_id_tokens,
+        )
+        server = OcppServer(settings.ocpp, stations, clock)
+        runtime = Runtime(settings, engine, sessions, clock, stations, server)
+        async with server.running(), asyncio.TaskGroup() as tg:
+            pruner = tg.create_task(_prune_forever(runtime))
+            try:
+                yield runtime
+            finally:
+                pruner.cancel()
+    finally:
+        await engine.dispose()
+
+
+async def _prune_forever(rt: Runtime) -> None:
+    keep = timedelta(days=rt.settings.database.message_log_retention_days)
+    while True:
+        try:
+            removed = await rt.stations.prune_message_log(rt.clock.now() - keep)
+            if removed:
+                log.info("message log: removed %d frames older than %s", removed, keep)
+        except Exception:
+            log.exception("message log pruning failed")
+        await asyncio.sleep(PRUNE_EVERY_S)

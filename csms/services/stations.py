@@ -1,0 +1,475 @@
+"""What the central system does with what chargers tell it: boot, status, transactions, meter values.
+
+Version-neutral: it takes domain events (csms.domain.events) and never sees OCPP payloads. Every
+operation is idempotent where a charger may resend (after a reconnect), so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from csms.db.models import (
+    ChargePoint,
+    Connector,
+    IdToken,
+    MessageLog,
+    MeterValue,
+    SessionNeeds,
+    Transaction,
+    TransactionEventLog,
+    as_utc,
+)
+from csms.domain.clock import Clock
+from csms.domain.events import (
+    Booted,
+    MeterSample,
+    NeedsReported,
+    StatusChanged,
+    TransactionEnded,
+    TransactionEventReceived,
+    TransactionStarted,
+    energy_register_wh,
+)
+from csms.services.passwords import hash_password, verify_password
+
+log = logging.getLogger(__name__)
+
+CLOSED_BY_REBOOT = "ChargerRebooted"
+
+
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    """Answer to a 1.6 StartTransaction: our transaction id and the token's status."""
+
+    transaction_id: int
+    id_tag_status: str
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    """Answer to a 2.0.1 TransactionEvent."""
+
+    id_token_status: str | None
+    duplicate: bool
+
+
+class StationService:
+    """Persistence and rules for charger state. One instance per process."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        *,
+        allow_unknown_chargers: bool = False,
+        accept_unknown_id_tokens: bool = False,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self.allow_unknown_chargers = allow_unknown_chargers
+        self.accept_unknown_id_tokens = accept_unknown_id_tokens
+
+    # --- registration and authentication (security profile 1) ------------------------------
+
+    async def register_charge_point(
+        self,
+        charge_point_id: str,
+        *,
+        password: str | None = None,
+        site_id: str | None = None,
+        max_power_w: float | None = None,
+        phases: int = 3,
+        voltage_v: float = 230.0,
+    ) -> None:
+        """Create or update a charger's registration (password stored hashed)."""
+        async with self._sessions.begin() as s:
+            cp = await s.get(ChargePoint, charge_point_id)
+            if cp is None:
+                cp = ChargePoint(id=charge_point_id)
+            if password is not None:
+                cp.password_hash = hash_password(password)
+            cp.site_id = site_id if site_id is not None else cp.site_id
+            cp.max_power_w = max_power_w if max_power_w is not None else cp.max_power_w
+            cp.phases = phases
+            cp.voltage_v = voltage_v
+            s.add(cp)
+
+    async def check_credentials(self, charge_point_id: str, password: str | None) -> bool:
+        """May this charger connect? Unknown chargers only with self-registration on."""
+        async with self._sessions() as s:
+            cp = await s.get(ChargePoint, charge_point_id)
+        if cp is None:
+            return self.allow_unknown_chargers
+        if cp.password_hash is None:
+            return True  # registered without a password: security profile 0
+        return password is not None and verify_password(password, cp.password_hash)
+
+    # --- connection and boot --------------------------------------------------------------
+
+    async def connected(self, charge_point_id: str, version: str, password: str | None) -> None:
+        """A charger connected (self-registering it when allowed and unknown)."""
+        now = self._clock.now()
+        async with self._sessions.begin() as s:
+            cp = await s.get(ChargePoint, charge_point_id)
+            if cp is None:
+                cp = ChargePoint(
+                    id=charge_point_id,
+                    password_hash=hash_password(password) if password else None,
+                )
+                log.info("self-registered new charger", extra={"charge_point": charge_point_id})
+            cp.connected = True
+            cp.ocpp_version = version
+            cp.last_seen = now
+            s.add(cp)
+
+    async def disconnected(self, charge_point_id: str) -> None:
+        """A charger's connection closed."""
+        async with self._sessions.begin() as s:
+            await (await s.connection()).execute(
+                update(ChargePoint)
+                .where(col(ChargePoint.id) == charge_point_id)
+                .values(connected=False)
+            )
+
+    async def booted(self, charge_point_id: str, boot: Booted) -> list[int]:
+        """BootNotification: store identity; close transactions the reboot cut short.
+
+        Returns the ids of the transactions it closed.
+        """
+        now = self._clock.now()
+        async with self._sessions.begin() as s:
+            cp = await s.get(ChargePoint, charge_point_id) or ChargePoint(id=charge_point_id)
+            cp.vendor = boot.vendor
+            cp.model = boot.model
+            cp.serial_number = boot.serial_number
+            cp.firmware_version = boot.firmware_version
+            cp.booted_at = now
+            cp.last_seen = now
+            s.add(cp)
+            closed: list[int] = []
+            open_txs = (
+                await s.exec(
+                    select(Transaction).where(
+                        Transaction.charge_point_id == charge_point_id,
+                        col(Transaction.active).is_(True),
+                    )
+                )
+            ).all()
+            for tx in open_txs:
+                # A rebooted charger has lost its running transactions. If it later sends their
+                # StopTransaction / TransactionEvent after all, those are still accepted.
+                tx.active = False
+                tx.stopped_at = now
+                tx.stop_reason = CLOSED_BY_REBOOT
+                tx.meter_stop_wh = tx.last_energy_wh
+                s.add(tx)
+                if tx.id is not None:
+                    closed.append(tx.id)
+        return closed
+
+    async def seen(self, charge_point_id: str) -> None:
+        """Heartbeat or any message: the charger is alive."""
+        async with self._sessions.begin() as s:
+            await (await s.connection()).execute(
+                update(ChargePoint)
+                .where(col(ChargePoint.id) == charge_point_id)
+                .values(last_seen=self._clock.now())
+            )
+
+    async def save_capabilities(self, charge_point_id: str, capabilities: dict[str, Any]) -> None:
+        """Store what the charger said it can do for smart charging."""
+        async with self._sessions.begin() as s:
+            cp = await s.get(ChargePoint, charge_point_id)
+            if cp is not None:
+                cp.capabilities = {**(cp.capabilities or {}), **capabilities}
+                s.add(cp)
+
+    async def status_changed(self, charge_point_id: str, status: StatusChanged) -> None:
+        """StatusNotification: keep the newest status per connector (older ones are ignored)."""
+        async with self._sessions.begin() as s:
+            row = (
+                await s.exec(
+                    select(Connector).where(
+                        Connector.charge_point_id == charge_point_id,
+                        Connector.evse_id == status.evse_id,
+                        Connector.connector_id == status.connector_id,
+                    )
+                )
+            ).first()
+            if row is None:
+                row = Connector(
+                    charge_point_id=charge_point_id,
+                    evse_id=status.evse_id,
+                    connector_id=status.connector_id,
+                )
+            else:
+                previous = as_utc(row.updated_at)
+                if previous is not None and previous > status.timestamp:
+                    return  # a late, resent notification must not overwrite a newer status
+            row.status = status.status
+            row.error_code = status.error_code
+            row.updated_at = status.timestamp
+            s.add(row)
+
+    # --- tokens --------------------------------------------------------------------------
+
+    async def authorize(self, id_tag: str | None) -> str:
+        """Accepted, Blocked or Invalid (unknown tokens: per accept_unknown_id_tokens)."""
+        if id_tag is None:
+            return "Accepted"
+        async with self._sessions() as s:
+            token = await s.get(IdToken, id_tag)
+        if token is None:
+            return "Accepted" if self.accept_unknown_id_tokens else "Invalid"
+        return token.status
+
+    async def add_id_token(self, id_tag: str, status: str = "Accepted") -> None:
+        """Register a token."""
+        async with self._sessions.begin() as s:
+            s.add(IdToken(id_token=id_tag, status=status))
+
+    # --- transactions ----------------------------------------------------------------------
+
+    async def start_transaction(
+        self, charge_point_id: str, version: str, start: TransactionStarted
+    ) -> StartResult:
+        """1.6 StartTransaction. A resend (same connector, time and meter) gets the same id."""
+        status = await self.authorize(start.id_tag)
+        async with self._sessions.begin() as s:
+            same = (
+                await s.exec(
+                    select(Transaction).where(
+                        Transaction.charge_point_id == charge_point_id,
+                        Transaction.connector_id == start.connector_id,
+                        Transaction.started_at == start.timestamp,
+                        Transaction.meter_start_wh == start.meter_start_wh,
+                    )
+                )
+            ).first()
+            if same is not None and same.id is not None:
+                return StartResult(same.id, status, duplicate=True)
+            tx = Transaction(
+                charge_point_id=charge_point_id,
+                ocpp_id="pending",
+                ocpp_version=version,
+                evse_id=start.evse_id,
+                connector_id=start.connector_id,
+                id_tag=start.id_tag,
+                started_at=start.timestamp,
+                meter_start_wh=start.meter_start_wh,
+                last_energy_wh=start.meter_start_wh,
+                active=status == "Accepted",
+                stop_reason=None if status == "Accepted" else f"IdTag{status}",
+            )
+            s.add(tx)
+            await s.flush()
+            assert tx.id is not None
+            tx.ocpp_id = str(tx.id)  # 1.6: the integer we assign is the id on the wire
+            s.add(tx)
+            return StartResult(tx.id, status, duplicate=False)
+
+    async def stop_transaction(self, charge_point_id: str, end: TransactionEnded) -> bool:
+        """1.6 StopTransaction (or a 2.0.1 Ended event). Idempotent; False if unknown."""
+        async with self._sessions.begin() as s:
+            tx = await self._find(s, charge_point_id, end.ocpp_id)
+            if tx is None or tx.id is None:
+                return False
+            await self._store_samples(s, charge_point_id, tx.evse_id, tx.id, list(end.samples))
+            if not tx.active and tx.stop_reason != CLOSED_BY_REBOOT:
+                return True  # already stopped: a resend changes nothing
+            tx.active = False
+            tx.stopped_at = end.timestamp
+            tx.stop_reason = end.reason or "Local"
+            if end.meter_stop_wh is not None:
+                tx.meter_stop_wh = end.meter_stop_wh
+                tx.last_energy_wh = end.meter_stop_wh
+            s.add(tx)
+            return True
+
+    async def transaction_event(
+        self, charge_point_id: str, version: str, ev: TransactionEventReceived
+    ) -> EventResult:
+        """2.0.1 TransactionEvent: Started/Updated/Ended, each seqNo processed once."""
+        status = await self.authorize(ev.id_tag) if ev.id_tag is not None else None
+        async with self._sessions.begin() as s:
+            tx = await self._find(s, charge_point_id, ev.ocpp_id)
+            if tx is None:
+                # Started, or the first event we see of a transaction begun while we were away.
+                tx = Transaction(
+                    charge_point_id=charge_point_id,
+                    ocpp_id=ev.ocpp_id,
+                    ocpp_version=version,
+                    evse_id=ev.evse_id,
+                    connector_id=ev.connector_id,
+                    id_tag=ev.id_tag,
+                    started_at=ev.timestamp,
+                    meter_start_wh=energy_register_wh(ev.samples),
+                )
+                s.add(tx)
+                await s.flush()
+            assert tx.id is not None
+            seen = (
+                await s.exec(
+                    select(TransactionEventLog).where(
+                        TransactionEventLog.transaction_id == tx.id,
+                        TransactionEventLog.seq_no == ev.seq_no,
+                    )
+                )
+            ).first()
+            if seen is not None:
+                return EventResult(status, duplicate=True)
+            s.add(
+                TransactionEventLog(
+                    transaction_id=tx.id,
+                    seq_no=ev.seq_no,
+                    event_type=ev.event_type,
+                    trigger_reason=ev.trigger_reason,
+                    offline=ev.offline,
+                    timestamp=ev.timestamp,
+                )
+            )
+            if ev.id_tag is not None and tx.id_tag is None:
+                tx.id_tag = ev.id_tag
+            if ev.evse_id and not tx.evse_id:
+                tx.evse_id, tx.connector_id = ev.evse_id, ev.connector_id
+            await self._store_samples(s, charge_point_id, tx.evse_id, tx.id, list(ev.samples))
+            energy = energy_register_wh(ev.samples)
+            # Offline events arrive late and out of order: only move forward.
+            if energy is not None and (tx.last_energy_wh is None or energy >= tx.last_energy_wh):
+                tx.last_energy_wh = energy
+            tx.last_seq_no = max(tx.last_seq_no or 0, ev.seq_no)
+            if ev.event_type == "Ended":
+                tx.active = False
+                tx.stopped_at = ev.timestamp
+                tx.stop_reason = ev.stopped_reason or "Local"
+                tx.meter_stop_wh = energy if energy is not None else tx.last_energy_wh
+            elif tx.stop_reason == CLOSED_BY_REBOOT:
+                tx.active, tx.stopped_at, tx.stop_reason = True, None, None  # it came back
+            s.add(tx)
+            return EventResult(status, duplicate=False)
+
+    async def meter_values(
+        self,
+        charge_point_id: str,
+        evse_id: int,
+        ocpp_transaction_id: str | None,
+        samples: list[MeterSample],
+    ) -> int:
+        """Store samples (duplicates ignored). Returns how many were new."""
+        async with self._sessions.begin() as s:
+            tx_id: int | None = None
+            if ocpp_transaction_id is not None:
+                tx = await self._find(s, charge_point_id, ocpp_transaction_id)
+                if tx is not None and tx.id is not None:
+                    tx_id = tx.id
+                    energy = energy_register_wh(samples)
+                    if energy is not None and (
+                        tx.last_energy_wh is None or energy >= tx.last_energy_wh
+                    ):
+                        tx.last_energy_wh = energy
+                        s.add(tx)
+            return await self._store_samples(s, charge_point_id, evse_id, tx_id, samples)
+
+    async def needs_reported(self, charge_point_id: str, needs: NeedsReported) -> bool:
+        """NotifyEVChargingNeeds: attach to the active transaction on that EVSE."""
+        async with self._sessions.begin() as s:
+            tx = (
+                await s.exec(
+                    select(Transaction).where(
+                        Transaction.charge_point_id == charge_point_id,
+                        Transaction.evse_id == needs.evse_id,
+                        col(Transaction.active).is_(True),
+                    )
+                )
+            ).first()
+            if tx is None or tx.id is None:
+                return False
+            row = await s.get(SessionNeeds, tx.id) or SessionNeeds(transaction_id=tx.id)
+            row.departure = needs.departure
+            row.energy_wh = needs.energy_wh
+            row.max_power_w = needs.max_power_w
+            row.min_power_w = needs.min_power_w
+            row.source = "ev"
+            row.updated_at = self._clock.now()
+            s.add(row)
+            return True
+
+    # --- raw message log ----------------------------------------------------------------
+
+    async def log_messages_raw(self, rows: list[dict[str, Any]]) -> None:
+        """Append raw OCPP frames (dicts of MessageLog fields; written in batches by the server)."""
+        if not rows:
+            return
+        async with self._sessions.begin() as s:
+            s.add_all([MessageLog(**row) for row in rows])
+
+    async def prune_message_log(self, older_than: datetime) -> int:
+        """Delete raw frames older than the retention. Returns how many."""
+        async with self._sessions.begin() as s:
+            result = await (await s.connection()).execute(
+                delete(MessageLog).where(col(MessageLog.created_at) < older_than)
+            )
+            return int(result.rowcount or 0)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _find(
+        self, s: AsyncSession, charge_point_id: str, ocpp_id: str
+    ) -> Transaction | None:
+        return (
+            await s.exec(
+                select(Transaction).where(
+                    Transaction.charge_point_id == charge_point_id,
+                    Transaction.ocpp_id == ocpp_id,
+                )
+            )
+        ).first()
+
+    async def _store_samples(
+        self,
+        s: AsyncSession,
+        charge_point_id: str,
+        evse_id: int,
+        transaction_id: int | None,
+        samples: list[MeterSample],
+    ) -> int:
+        if not samples:
+            return 0
+        rows = [
+            {
+                "charge_point_id": charge_point_id,
+                "transaction_id": transaction_id,
+                "evse_id": evse_id,
+                "timestamp": x.timestamp,
+                "measurand": x.measurand,
+                "phase": x.phase,
+                "location": x.location,
+                "context": x.context,
+                "unit": x.unit,
+                "value": x.value,
+            }
+            for x in samples
+        ]
+        dialect = s.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        stmt = insert(MeterValue).values(rows).on_conflict_do_nothing()
+        result = await (await s.connection()).execute(stmt)
+        return int(result.rowcount or 0)
+
+
+async def count_rows(sessions: async_sessionmaker[AsyncSession], table: Any) -> int:
+    """Number of rows in a table (tests and health checks)."""
+    async with sessions() as s:
+        conn = await s.connection()
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())

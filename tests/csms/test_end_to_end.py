@@ -1,0 +1,288 @@
+"""Real websockets on an ephemeral port, both OCPP versions, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+import websockets
+from ocpp.v16 import call as c16
+from ocpp.v201 import call as c201
+from websockets.exceptions import InvalidStatus
+
+from csms.db.models import MessageLog, MeterValue
+from csms.services.queries import Queries
+from csms.services.stations import count_rows
+from tests.csms.client import auth_header, boot16, boot201, connect
+from tests.csms.conftest import RunCsms
+
+OPEN = {"allow_unknown_chargers": True, "accept_unknown_id_tokens": True}
+
+
+async def eventually(check: Any, timeout: float = 5.0) -> Any:
+    """Poll an async check until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("version", ["ocpp1.6", "ocpp2.0.1"])
+async def test_boot_registers_and_reads_capabilities(run_csms: RunCsms, version: str) -> None:
+    async with run_csms(**OPEN) as rt, connect(rt.ocpp.port, "CP-1", version) as cp:
+        reply = await (boot16(cp) if version == "ocpp1.6" else boot201(cp))
+        assert reply.status == "Accepted"
+        assert reply.interval == 300
+        q = Queries(rt.sessions)
+
+        async def caps() -> Any:
+            view = await q.charge_point("CP-1")
+            return view if view and view.capabilities else None
+
+        view = await eventually(caps)
+        assert view.vendor == "Acme"
+        assert view.model == "AC22"
+        assert view.connected
+        assert view.ocpp_version == version
+        assert version in view.capabilities
+
+
+async def test_whole_transaction_16(run_csms: RunCsms) -> None:
+    async with run_csms(**OPEN) as rt, connect(rt.ocpp.port, "CP-16", "ocpp1.6") as cp:
+        await boot16(cp)
+        await cp.call(
+            c16.StatusNotification(connector_id=1, error_code="NoError", status="Preparing"),
+            suppress=False,
+        )
+        auth = await cp.call(c16.Authorize(id_tag="TAG1"), suppress=False)
+        assert auth.id_tag_info["status"] == "Accepted"
+        start = c16.StartTransaction(
+            connector_id=1, id_tag="TAG1", meter_start=10_000, timestamp="2026-01-05T08:00:00Z"
+        )
+        r = await cp.call(start, suppress=False)
+        tx = r.transaction_id
+        # Resent after a reconnect: same id, no second transaction.
+        again = await cp.call(start, suppress=False)
+        assert again.transaction_id == tx
+        mv = [
+            {
+                "timestamp": "2026-01-05T08:15:00Z",
+                "sampledValue": [
+                    {"value": "12.5", "measurand": "Energy.Active.Import.Register", "unit": "kWh"},
+                    {"value": "10000", "measurand": "Power.Active.Import", "unit": "W"},
+                    {"value": "oops", "measurand": "Current.Import", "unit": "A"},
+                ],
+            }
+        ]
+        await cp.call(
+            c16.MeterValues(connector_id=1, transaction_id=tx, meter_value=mv), suppress=False
+        )
+        await cp.call(
+            c16.MeterValues(connector_id=1, transaction_id=tx, meter_value=mv), suppress=False
+        )
+        stop = c16.StopTransaction(
+            transaction_id=tx,
+            meter_stop=15_000,
+            timestamp="2026-01-05T08:30:00Z",
+            reason="EVDisconnected",
+        )
+        await cp.call(stop, suppress=False)
+        await cp.call(stop, suppress=False)  # resent: answered, not double counted
+
+        q = Queries(rt.sessions)
+        view = await q.transaction(tx)
+        assert view is not None
+        assert not view.active
+        assert view.energy_wh == 5000.0
+        assert view.stop_reason == "EVDisconnected"
+        assert (
+            len(view.meter_values or []) == 2
+        )  # the unreadable value is skipped, the resend ignored
+        assert len(await q.transactions()) == 1
+        cpv = await q.charge_point("CP-16")
+        assert cpv is not None
+        assert [(c.connector_id, c.status) for c in cpv.connectors] == [(1, "Preparing")]
+
+
+async def test_whole_transaction_201_with_resent_events(run_csms: RunCsms) -> None:
+    async with run_csms(**OPEN) as rt, connect(rt.ocpp.port, "CS-201", "ocpp2.0.1") as cs:
+        await boot201(cs)
+
+        def event(kind: str, seq: int, wh: float, ts: str, **extra: Any) -> Any:
+            return c201.TransactionEvent(
+                event_type=kind,
+                timestamp=ts,
+                trigger_reason="MeterValuePeriodic" if kind == "Updated" else "Authorized",
+                seq_no=seq,
+                transaction_info={"transactionId": "T-abc", **extra},
+                evse={"id": 1, "connectorId": 1},
+                id_token={"idToken": "TAG2", "type": "ISO14443"} if kind == "Started" else None,
+                meter_value=[
+                    {
+                        "timestamp": ts,
+                        "sampledValue": [
+                            {"value": wh / 1000, "unitOfMeasure": {"unit": "Wh", "multiplier": 3}}
+                        ],
+                    }
+                ],
+            )
+
+        started = await cs.call(event("Started", 0, 2000, "2026-01-05T08:00:00Z"), suppress=False)
+        assert started.id_token_info["status"] == "Accepted"
+        upd = event("Updated", 1, 4000, "2026-01-05T08:15:00Z")
+        await cs.call(upd, suppress=False)
+        await cs.call(upd, suppress=False)  # resent after a reconnect
+        await cs.call(
+            event("Ended", 2, 6500, "2026-01-05T08:30:00Z", stoppedReason="EVDisconnected"),
+            suppress=False,
+        )
+        q = Queries(rt.sessions)
+        [tx] = await q.transactions()
+        assert tx.ocpp_id == "T-abc"
+        assert not tx.active
+        assert tx.meter_start_wh == 2000.0
+        assert tx.energy_wh == 4500.0
+        assert tx.stop_reason == "EVDisconnected"
+        full = await q.transaction(tx.id)
+        assert full is not None
+        assert [m.value for m in full.meter_values or []] == [2000.0, 4000.0, 6500.0]
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "FormationViolation"),
+        ('{"an": "object"}', "FormationViolation"),
+        ('[2, "id-1", "Heartbeat"]', "FormationViolation"),
+        ('[7, "id-2", "Heartbeat", {}]', "PropertyConstraintViolation"),
+        ('[2, "id-3", "BootNotification", {"chargePointVendor": 5}]', "TypeConstraintViolation"),
+        ('[2, "id-4", "NoSuchAction", {}]', "NotImplemented"),
+    ],
+)
+async def test_malformed_frames_get_callerror_and_the_connection_stays(
+    run_csms: RunCsms, frame: str, code: str
+) -> None:
+    async with (
+        run_csms(**OPEN) as rt,
+        websockets.connect(
+            f"ws://127.0.0.1:{rt.ocpp.port}/ocpp/BAD-1",
+            subprotocols=["ocpp1.6"],
+            proxy=None,  # type: ignore[list-item]
+        ) as ws,
+    ):
+        await ws.send(frame)
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert reply[0] == 4
+        assert reply[2] == code
+        await ws.send('[2, "hb", "Heartbeat", {}]')
+        ok = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert ok[:2] == [3, "hb"]
+
+
+async def test_unknown_chargers_and_wrong_passwords_are_refused(run_csms: RunCsms) -> None:
+    async with run_csms() as rt:
+        await rt.stations.register_charge_point("CP-A", password="s3cret-password")
+        port = rt.ocpp.port
+        with pytest.raises(InvalidStatus) as exc:
+            async with connect(port, "CP-UNKNOWN", "ocpp1.6"):
+                pass
+        assert exc.value.response.status_code == 401
+        with pytest.raises(InvalidStatus) as exc:
+            async with connect(port, "CP-A", "ocpp1.6", password="wrong"):
+                pass
+        assert exc.value.response.status_code == 401
+        async with connect(port, "CP-A", "ocpp1.6", password="s3cret-password") as cp:
+            assert (await boot16(cp)).status == "Accepted"
+
+
+async def test_unknown_subprotocol_and_bad_path_are_refused(run_csms: RunCsms) -> None:
+    async with run_csms(**OPEN) as rt:
+        for protocols, path, status in (
+            (["ocpp1.5"], "/ocpp/CP-1", 400),
+            ([], "/ocpp/CP-1", 400),
+            (["ocpp1.6"], "/elsewhere/CP-1", 404),
+        ):
+            with pytest.raises(InvalidStatus) as exc:
+                await websockets.connect(
+                    f"ws://127.0.0.1:{rt.ocpp.port}{path}",
+                    subprotocols=protocols,  # type: ignore[arg-type]
+                    proxy=None,
+                )
+            assert exc.value.response.status_code == status
+
+
+async def test_second_connection_replaces_the_first(run_csms: RunCsms) -> None:
+    async with run_csms(**OPEN) as rt:
+        port = rt.ocpp.port
+        async with connect(port, "CP-2", "ocpp1.6") as first:
+            await boot16(first)
+            async with connect(port, "CP-2", "ocpp1.6") as second:
+                assert (await boot16(second)).status == "Accepted"
+                assert len(rt.ocpp.connections) == 1
+                await asyncio.sleep(0.1)
+                q = Queries(rt.sessions)
+                view = await q.charge_point("CP-2")
+                assert view is not None
+                assert view.connected  # the old socket closing must not mark it offline
+
+
+async def test_state_survives_a_restart_and_reboot_closes_open_transactions(
+    run_csms: RunCsms,
+) -> None:
+    async with run_csms(**OPEN) as rt, connect(rt.ocpp.port, "CP-R", "ocpp1.6") as cp:
+        await boot16(cp)
+        r = await cp.call(
+            c16.StartTransaction(
+                connector_id=1, id_tag="T", meter_start=0, timestamp="2026-01-05T08:00:00Z"
+            ),
+            suppress=False,
+        )
+    async with run_csms(**OPEN) as rt:
+        q = Queries(rt.sessions)
+        [tx] = await q.transactions(active=True)
+        assert tx.id == r.transaction_id
+        assert (await q.charge_point("CP-R")) is not None
+        async with connect(rt.ocpp.port, "CP-R", "ocpp1.6") as cp:
+            await boot16(cp)  # the charger rebooted: its transaction is gone
+            assert await q.transactions(active=True) == []
+            [closed] = await q.transactions()
+            assert closed.stop_reason == "ChargerRebooted"
+            # ... and if it sends the StopTransaction after all, that is accepted.
+            await cp.call(
+                c16.StopTransaction(
+                    transaction_id=tx.id, meter_stop=900, timestamp="2026-01-05T09:00:00Z"
+                ),
+                suppress=False,
+            )
+            done = await q.transaction(tx.id)
+            assert done is not None
+            assert done.energy_wh == 900.0
+
+
+async def test_every_frame_is_in_the_message_log(run_csms: RunCsms) -> None:
+    async with run_csms(**OPEN) as rt:
+        async with connect(rt.ocpp.port, "CP-L", "ocpp1.6") as cp:
+            await boot16(cp)
+            await cp.call(c16.Heartbeat(), suppress=False)
+        await eventually(lambda: _at_least(rt, 4))
+        assert await count_rows(rt.sessions, MeterValue) == 0
+
+
+async def _at_least(rt: Any, n: int) -> bool:
+    return await count_rows(rt.sessions, MessageLog) >= n
+
+
+async def test_data_transfer_is_unknown_vendor(run_csms: RunCsms) -> None:
+    async with run_csms(**OPEN) as rt, connect(rt.ocpp.port, "CP-D", "ocpp1.6") as cp:
+        r = await cp.call(c16.DataTransfer(vendor_id="com.example"), suppress=False)
+        assert r.status == "UnknownVendorId"
+
+
+def test_auth_header_helper() -> None:
+    assert auth_header("a", "b") == {"Authorization": "Basic YTpi"}
