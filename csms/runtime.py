@@ -16,7 +16,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from csms.db.engine import create_engine, session_factory
 from csms.db.migrate import upgrade_to_head
 from csms.domain.clock import Clock, SystemClock
+from csms.ocpp.gateway import OcppGateway
 from csms.ocpp.server import OcppServer
+from csms.ports import ChargerGateway
 from csms.services.stations import StationService
 from csms.settings import Settings
 
@@ -35,6 +37,7 @@ class Runtime:
     clock: Clock
     stations: StationService
     ocpp: OcppServer
+    gateway: ChargerGateway
 
 
 @contextlib.asynccontextmanager
@@ -52,7 +55,8 @@ async def run(settings: Settings, clock: Clock | None = None) -> AsyncIterator[R
             accept_unknown_id_tokens=settings.ocpp.accept_unknown_id_tokens,
         )
         server = OcppServer(settings.ocpp, stations, clock)
-        runtime = Runtime(settings, engine, sessions, clock, stations, server)
+        gateway = OcppGateway(server, stations)
+        runtime = Runtime(settings, engine, sessions, clock, stations, server, gateway)
         async with server.running(), asyncio.TaskGroup() as tg:
             pruner = tg.create_task(_prune_forever(runtime))
             try:

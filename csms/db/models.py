@@ -186,3 +186,20 @@ class MessageLog(SQLModel, table=True):
     action: str | None = None
     payload: Any = Field(default=None, sa_column=Column(JSON))
     created_at: datetime | None = _ts(index=True)
+
+
+class OutboundCall(SQLModel, table=True):
+    """Every command sent to a charger, with its answer or error and latency."""
+
+    __tablename__ = "outbound_call"
+
+    id: int | None = Field(default=None, primary_key=True)
+    charge_point_id: str = Field(index=True, max_length=64)
+    action: str = Field(max_length=64)
+    request: Any = Field(default=None, sa_column=Column(JSON))
+    ok: bool = False
+    status: str | None = None
+    response: Any = Field(default=None, sa_column=Column(JSON))
+    error: str | None = None
+    latency_s: float = 0.0
+    created_at: datetime | None = _ts(index=True)

@@ -24,12 +24,14 @@ from csms.db.models import (
     IdToken,
     MessageLog,
     MeterValue,
+    OutboundCall,
     SessionNeeds,
     Transaction,
     TransactionEventLog,
     as_utc,
 )
 from csms.domain.clock import Clock
+from csms.domain.commands import CommandResult
 from csms.domain.events import (
     Booted,
     MeterSample,
@@ -421,6 +423,25 @@ class StationService:
                 delete(MessageLog).where(col(MessageLog.created_at) < older_than)
             )
             return int(result.rowcount or 0)
+
+    async def record_command(
+        self, charge_point_id: str, action: str, request: dict[str, Any], result: CommandResult
+    ) -> None:
+        """Append one outbound call and what came of it."""
+        async with self._sessions.begin() as s:
+            s.add(
+                OutboundCall(
+                    charge_point_id=charge_point_id,
+                    action=action,
+                    request=request,
+                    ok=result.ok,
+                    status=result.status,
+                    response=result.payload or None,
+                    error=result.error,
+                    latency_s=result.latency_s,
+                    created_at=self._clock.now(),
+                )
+            )
 
     # --- helpers ---------------------------------------------------------------------------
 

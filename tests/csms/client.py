@@ -31,9 +31,46 @@ class Client16(Cp16):  # type: ignore[misc]
             unknown_key=["MaxChargingProfilesInstalled"],
         )
 
+    @on("RemoteStartTransaction")
+    async def on_remote_start(self, id_tag: str, **_: Any) -> Any:
+        return result16.RemoteStartTransaction(status="Accepted" if id_tag != "NO" else "Rejected")
+
+    @on("RemoteStopTransaction")
+    async def on_remote_stop(self, transaction_id: int, **_: Any) -> Any:
+        return result16.RemoteStopTransaction(status="Accepted")
+
+    @on("Reset")
+    async def on_reset(self, type: str, **_: Any) -> Any:
+        return result16.Reset(status="Accepted")
+
+    @on("TriggerMessage")
+    async def on_trigger(self, requested_message: str, **_: Any) -> Any:
+        return result16.TriggerMessage(status="Accepted")
+
+    @on("GetCompositeSchedule")
+    async def on_composite(self, connector_id: int, duration: int, **_: Any) -> Any:
+        await asyncio.sleep(self.slow_answer_s)
+        return result16.GetCompositeSchedule(status="Rejected")
+
+    slow_answer_s = 0.0
+
 
 class Client201(Cp201):  # type: ignore[misc]
     """A 2.0.1 station that answers GetVariables."""
+
+    @on("RequestStartTransaction")
+    async def on_request_start(
+        self, id_token: dict[str, Any], remote_start_id: int, **_: Any
+    ) -> Any:
+        return result201.RequestStartTransaction(status="Accepted")
+
+    @on("RequestStopTransaction")
+    async def on_request_stop(self, transaction_id: str, **_: Any) -> Any:
+        return result201.RequestStopTransaction(status="Accepted")
+
+    @on("Reset")
+    async def on_reset(self, type: str, **_: Any) -> Any:
+        return result201.Reset(status="Scheduled")
 
     @on("GetVariables")
     async def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:
