@@ -286,3 +286,57 @@ async def test_data_transfer_is_unknown_vendor(run_csms: RunCsms) -> None:
 
 def test_auth_header_helper() -> None:
     assert auth_header("a", "b") == {"Authorization": "Basic YTpi"}
+
+
+async def test_offline_events_out_of_order_and_ev_needs_201(run_csms: RunCsms) -> None:
+    from csms.db.models import SessionNeeds
+
+    async with run_csms(**OPEN) as rt, connect(rt.ocpp.port, "CS-OFF", "ocpp2.0.1") as cs:
+        await boot201(cs)
+
+        def event(kind: str, seq: int, wh: float, minute: int, offline: bool = False) -> Any:
+            ts = f"2026-01-05T08:{minute:02d}:00Z"
+            return c201.TransactionEvent(
+                event_type=kind,
+                timestamp=ts,
+                trigger_reason="MeterValuePeriodic",
+                seq_no=seq,
+                offline=offline,
+                transaction_info={"transactionId": "OFF-1"},
+                evse={"id": 1, "connectorId": 1},
+                meter_value=[{"timestamp": ts, "sampledValue": [{"value": wh}]}],
+            )
+
+        await cs.call(event("Started", 0, 1000, 0), suppress=False)
+        needs = c201.NotifyEVChargingNeeds(
+            evse_id=1,
+            charging_needs={
+                "requestedEnergyTransfer": "AC_three_phase",
+                "departureTime": "2026-01-05T16:00:00Z",
+                "acChargingParameters": {
+                    "energyAmount": 20000,
+                    "evMinCurrent": 6,
+                    "evMaxCurrent": 16,
+                    "evMaxVoltage": 400,
+                },
+            },
+        )
+        assert (await cs.call(needs, suppress=False)).status == "Accepted"
+        # Queued while offline, delivered late and out of order.
+        await cs.call(event("Updated", 2, 3000, 20, offline=True), suppress=False)
+        await cs.call(event("Updated", 1, 2000, 10, offline=True), suppress=False)
+        q = Queries(rt.sessions)
+        [tx] = await q.transactions(active=True)
+        assert tx.energy_wh == 2000.0  # 3000 - 1000: the late, older reading does not go back
+        full = await q.transaction(tx.id)
+        assert full is not None
+        assert [m.value for m in full.meter_values or []] == [1000.0, 2000.0, 3000.0]
+        async with rt.sessions() as s:
+            stored = await s.get(SessionNeeds, tx.id)
+        assert stored is not None
+        assert (stored.energy_wh, stored.source) == (20000.0, "ev")
+        # Needs for an EVSE without a transaction are refused.
+        other = c201.NotifyEVChargingNeeds(
+            evse_id=2, charging_needs={"requestedEnergyTransfer": "DC"}
+        )
+        assert (await cs.call(other, suppress=False)).status == "Rejected"

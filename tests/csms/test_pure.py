@@ -201,3 +201,19 @@ def test_bad_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unsupported database" in capsys.readouterr().err
     assert main(["--ocpp-port", "70000"]) == 2
     assert "port" in capsys.readouterr().err
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    from pathlib import Path
+
+    from csms.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name, field in Settings.model_fields.items():
+        section = field.annotation
+        subfields = getattr(section, "model_fields", None)
+        if subfields is None:
+            assert f"`CSMS_{name.upper()}`" in readme, name
+            continue
+        for sub in subfields:
+            assert f"`CSMS_{name.upper()}__{sub.upper()}`" in readme, f"{name}.{sub}"
