@@ -74,6 +74,6 @@ async def _prune_forever(rt: Runtime) -> None:
             removed = await rt.stations.prune_message_log(rt.clock.now() - keep)
             if removed:
                 log.info("message log: removed %d frames older than %s", removed, keep)
-        except Exception:
+        except Exception:  # logged: pruning must never stop the system
             log.exception("message log pruning failed")
         await asyncio.sleep(PRUNE_EVERY_S)

@@ -112,7 +112,7 @@ def solve(
     run: SolverRun | None = None
     try:
         run = _run_engine(grid, weights, options, engine, min_power, say)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any solver crash must end in a safe plan
         reason = f"{engine} failed: {type(exc).__name__}: {exc}"
 
     if run is not None and run.col_power is not None:

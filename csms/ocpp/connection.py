@@ -95,7 +95,7 @@ class MessageLogWriter:
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         try:
             await self._sink.log_messages_raw(rows)
-        except Exception:
+        except Exception:  # logged: the message log must never take a connection down
             log.exception("could not write %d frames to the message log", len(rows))
 
 

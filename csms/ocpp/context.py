@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from csms.domain.clock import Clock
+from csms.services.meter_batcher import MeterBatcher
 from csms.services.stations import StationService
 
 
@@ -14,6 +15,7 @@ class ConnectionContext:
     """Shared services plus this connection's own state."""
 
     service: StationService
+    meters: MeterBatcher
     clock: Clock
     heartbeat_interval_s: int
     booted: asyncio.Event = field(default_factory=asyncio.Event)

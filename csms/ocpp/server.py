@@ -31,6 +31,7 @@ from csms.ocpp.connection import LoggedConnection, MessageLogWriter
 from csms.ocpp.context import ConnectionContext
 from csms.ocpp.v16 import CentralSystem16
 from csms.ocpp.v201 import CentralSystem201
+from csms.services.meter_batcher import MeterBatcher
 from csms.services.stations import StationService
 from csms.settings import OcppSettings
 
@@ -89,6 +90,7 @@ class OcppServer:
         self.service = service
         self.clock = clock
         self.writer = MessageLogWriter(service, clock)
+        self.meters = MeterBatcher(service)
         self.connections: dict[str, ChargePointConnection] = {}
         self._sockets: dict[str, ServerConnection] = {}
         self._server: Server | None = None
@@ -106,6 +108,7 @@ class OcppServer:
         ssl_context = self._ssl_context()
         async with asyncio.TaskGroup() as tg:
             writer_task = tg.create_task(self.writer.run())
+            meters_task = tg.create_task(self.meters.run())
             async with serve(
                 self._handle,
                 self.settings.host,
@@ -123,6 +126,7 @@ class OcppServer:
                 finally:
                     server.close()
                     await server.wait_closed()
+            meters_task.cancel()
             writer_task.cancel()
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -174,6 +178,7 @@ class OcppServer:
             await previous.close(code=1000, reason="replaced by a new connection")
         ctx = ConnectionContext(
             service=self.service,
+            meters=self.meters,
             clock=self.clock,
             heartbeat_interval_s=self.settings.heartbeat_interval_s,
         )
@@ -216,7 +221,7 @@ class OcppServer:
         await cp.ctx.booted.wait()
         try:
             caps = await cp.read_capabilities()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a charger may not answer: record and go on
             log.warning("could not read capabilities: %s", exc, extra={"charge_point": cp.id})
             caps = {"error": f"{type(exc).__name__}: {exc}"}
         await self.service.save_capabilities(cp.id, caps)

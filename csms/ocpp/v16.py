@@ -13,6 +13,7 @@ from csms.ocpp import mapping16
 from csms.ocpp.connection import LoggedConnection
 from csms.ocpp.context import ConnectionContext
 from csms.ocpp.parsing import ocpp_time
+from csms.services.meter_batcher import MeterBatchItem
 
 log = logging.getLogger(__name__)
 VERSION = "ocpp1.6"
@@ -95,11 +96,13 @@ class CentralSystem16(ChargePoint):  # type: ignore[misc]
     @on(Action.meter_values)
     async def on_meter_values(self, **p: Any) -> call_result.MeterValues:
         tx = p.get("transaction_id")
-        await self.ctx.service.meter_values(
-            self.id,
-            0,
-            None if tx is None else str(tx),
-            mapping16.samples(p.get("meter_value") or [], self.ctx.clock.now()),
+        await self.ctx.meters.submit(
+            MeterBatchItem(
+                self.id,
+                0,
+                None if tx is None else str(tx),
+                mapping16.samples(p.get("meter_value") or [], self.ctx.clock.now()),
+            )
         )
         return call_result.MeterValues()
 

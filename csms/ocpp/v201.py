@@ -13,6 +13,7 @@ from csms.ocpp import mapping201
 from csms.ocpp.connection import LoggedConnection
 from csms.ocpp.context import ConnectionContext
 from csms.ocpp.parsing import ocpp_time
+from csms.services.meter_batcher import MeterBatchItem
 
 log = logging.getLogger(__name__)
 VERSION = "ocpp2.0.1"
@@ -75,11 +76,13 @@ class CentralSystem201(ChargePoint):  # type: ignore[misc]
 
     @on(Action.meter_values)
     async def on_meter_values(self, **p: Any) -> call_result.MeterValues:
-        await self.ctx.service.meter_values(
-            self.id,
-            int(p.get("evse_id", 0)),
-            None,
-            mapping201.samples(p.get("meter_value") or [], self.ctx.clock.now()),
+        await self.ctx.meters.submit(
+            MeterBatchItem(
+                self.id,
+                int(p.get("evse_id", 0)),
+                None,
+                mapping201.samples(p.get("meter_value") or [], self.ctx.clock.now()),
+            )
         )
         return call_result.MeterValues()
 

@@ -7,9 +7,10 @@ operation is idempotent where a charger may resend (after a reconnect), so nothi
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -368,20 +369,34 @@ class StationService:
         ocpp_transaction_id: str | None,
         samples: list[MeterSample],
     ) -> int:
-        """Store samples (duplicates ignored). Returns how many were new."""
+        """Store one call's samples (duplicates ignored). Returns how many were new."""
+        return await self.meter_values_batch(
+            [_MeterCall(charge_point_id, evse_id, ocpp_transaction_id, samples)]
+        )
+
+    async def meter_values_batch(self, calls: Sequence[MeterCall]) -> int:
+        """Store many calls' samples in one database transaction. Returns how many were new."""
         async with self._sessions.begin() as s:
-            tx_id: int | None = None
-            if ocpp_transaction_id is not None:
-                tx = await self._find(s, charge_point_id, ocpp_transaction_id)
-                if tx is not None and tx.id is not None:
-                    tx_id = tx.id
-                    energy = energy_register_wh(samples)
-                    if energy is not None and (
-                        tx.last_energy_wh is None or energy >= tx.last_energy_wh
-                    ):
-                        tx.last_energy_wh = energy
-                        s.add(tx)
-            return await self._store_samples(s, charge_point_id, evse_id, tx_id, samples)
+            tx_ids: dict[tuple[str, str], Transaction | None] = {}
+            rows: list[dict[str, Any]] = []
+            for call in calls:
+                tx_id: int | None = None
+                if call.ocpp_transaction_id is not None:
+                    key = (call.charge_point_id, call.ocpp_transaction_id)
+                    if key not in tx_ids:
+                        tx_ids[key] = await self._find(s, *key)
+                    tx = tx_ids[key]
+                    if tx is not None and tx.id is not None:
+                        tx_id = tx.id
+                        energy = energy_register_wh(call.samples)
+                        # Late (offline) readings never move the register back.
+                        if energy is not None and (
+                            tx.last_energy_wh is None or energy >= tx.last_energy_wh
+                        ):
+                            tx.last_energy_wh = energy
+                            s.add(tx)
+                rows.extend(_rows(call.charge_point_id, call.evse_id, tx_id, call.samples))
+            return await self._insert_samples(s, rows)
 
     async def needs_reported(self, charge_point_id: str, needs: NeedsReported) -> bool:
         """NotifyEVChargingNeeds: attach to the active transaction on that EVSE."""
@@ -465,28 +480,60 @@ class StationService:
         transaction_id: int | None,
         samples: list[MeterSample],
     ) -> int:
-        if not samples:
+        return await self._insert_samples(
+            s, _rows(charge_point_id, evse_id, transaction_id, samples)
+        )
+
+    async def _insert_samples(self, s: AsyncSession, rows: list[dict[str, Any]]) -> int:
+        """Insert sample rows; ones already stored (a resend) are skipped by the unique index."""
+        if not rows:
             return 0
-        rows = [
-            {
-                "charge_point_id": charge_point_id,
-                "transaction_id": transaction_id,
-                "evse_id": evse_id,
-                "timestamp": x.timestamp,
-                "measurand": x.measurand,
-                "phase": x.phase,
-                "location": x.location,
-                "context": x.context,
-                "unit": x.unit,
-                "value": x.value,
-            }
-            for x in samples
-        ]
         dialect = s.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
         stmt = insert(MeterValue).values(rows).on_conflict_do_nothing()
         result = await (await s.connection()).execute(stmt)
         return int(result.rowcount or 0)
+
+
+class MeterCall(Protocol):
+    """One MeterValues call (see csms.services.meter_batcher.MeterBatchItem)."""
+
+    @property
+    def charge_point_id(self) -> str: ...
+    @property
+    def evse_id(self) -> int: ...
+    @property
+    def ocpp_transaction_id(self) -> str | None: ...
+    @property
+    def samples(self) -> list[MeterSample]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _MeterCall:
+    charge_point_id: str
+    evse_id: int
+    ocpp_transaction_id: str | None
+    samples: list[MeterSample]
+
+
+def _rows(
+    charge_point_id: str, evse_id: int, transaction_id: int | None, samples: list[MeterSample]
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "charge_point_id": charge_point_id,
+            "transaction_id": transaction_id,
+            "evse_id": evse_id,
+            "timestamp": x.timestamp,
+            "measurand": x.measurand,
+            "phase": x.phase,
+            "location": x.location,
+            "context": x.context,
+            "unit": x.unit,
+            "value": x.value,
+        }
+        for x in samples
+    ]
 
 
 async def count_rows(sessions: async_sessionmaker[AsyncSession], table: Any) -> int:
