@@ -1,0 +1,181 @@
+"""``python -m charge_point_sim run``: a site of simulated chargers against an OCPP server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+
+from charge_point_sim.charger_model import ChargerSpec
+from charge_point_sim.clock import ScaledClock
+from charge_point_sim.errors import SimulatorError
+from charge_point_sim.runner import ChargerConfig, ChargerRun, progress, report, run_site
+from charge_point_sim.scenario import ChargerSlot, parse_scenario, random_arrivals
+from charge_point_sim.station import Station
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m charge_point_sim", description="Simulated OCPP chargers and EVs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a site of simulated chargers against a central system")
+    run.add_argument(
+        "--url", required=True, help="the central system, e.g. ws://127.0.0.1:9000/ocpp"
+    )
+    run.add_argument("--chargers", type=int, default=10, help="how many chargers (default 10)")
+    run.add_argument(
+        "--version",
+        choices=("1.6", "2.0.1", "mixed"),
+        default="1.6",
+        help="OCPP version of the chargers; mixed alternates (default 1.6)",
+    )
+    run.add_argument(
+        "--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)"
+    )
+    run.add_argument(
+        "--duration",
+        type=float,
+        default=3600.0,
+        help="how long to run, in simulated seconds (default 3600)",
+    )
+    run.add_argument("--report", type=Path, help="write the JSON report here")
+    run.add_argument(
+        "--scenario", default="random:1", help="random:SEED (default random:1): seeded arrivals"
+    )
+    run.add_argument("--connectors", type=int, default=1, help="connectors per charger (default 1)")
+    run.add_argument(
+        "--max-power-kw", type=float, default=22.0, help="max power per connector (default 22)"
+    )
+    run.add_argument(
+        "--id-prefix", default="SIM", help="charger ids are PREFIX0001... (default SIM)"
+    )
+    run.add_argument("--password", help="HTTP Basic auth password for every charger")
+    run.add_argument(
+        "--start", help="simulated start time, ISO 8601 with offset (default: now, UTC)"
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress line")
+    return parser
+
+
+def _problems(args: argparse.Namespace) -> list[str]:
+    problems = []
+    if args.chargers < 1:
+        problems.append("--chargers must be >= 1")
+    if not args.speed > 0:
+        problems.append("--speed must be > 0")
+    if not args.duration > 0:
+        problems.append("--duration must be > 0")
+    if args.connectors < 1:
+        problems.append("--connectors must be >= 1")
+    if not args.max_power_kw > 0:
+        problems.append("--max-power-kw must be > 0")
+    if not args.url.startswith(("ws://", "wss://")):
+        problems.append("--url must start with ws:// or wss://")
+    return problems
+
+
+def _start(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC).replace(microsecond=0)
+    t = datetime.fromisoformat(text)
+    if t.tzinfo is None:
+        raise SimulatorError(f"--start {text!r} needs a UTC offset, e.g. {text}+00:00")
+    return t.astimezone(UTC)
+
+
+def configs(args: argparse.Namespace) -> list[ChargerConfig]:
+    """The chargers the command line describes."""
+    spec = ChargerSpec.uniform(args.connectors, args.max_power_kw * 1000.0)
+    out = []
+    for i in range(args.chargers):
+        version = args.version
+        if version == "mixed":
+            version = "1.6" if i % 2 == 0 else "2.0.1"
+        out.append(ChargerConfig(f"{args.id_prefix}{i + 1:04d}", version, spec, args.password))
+    return out
+
+
+class _ProgressLine:
+    """The live line on stderr: rewritten in place on a terminal, every 5 s otherwise."""
+
+    def __init__(self, runs: Sequence[ChargerRun], clock: ScaledClock, out: TextIO) -> None:
+        self.runs, self.clock, self.out = runs, clock, out
+        self.tty = out.isatty()
+        self.last = 0.0
+
+    def __call__(self) -> None:
+        line = progress(self.runs, self.clock.now()).line()
+        if self.tty:
+            self.out.write("\r" + line + "\x1b[K")
+            self.out.flush()
+        elif time.monotonic() - self.last >= 5:
+            self.out.write(line + "\n")
+            self.last = time.monotonic()
+
+    def done(self) -> None:
+        if self.tty:
+            self.out.write("\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    problems = _problems(args)
+    try:
+        seed = parse_scenario(args.scenario)
+        start = _start(args.start)
+    except (SimulatorError, ValueError) as e:
+        problems.append(str(e))
+    if problems:
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 2
+    clock = ScaledClock(start, args.speed)
+    until = start + timedelta(seconds=args.duration)
+    cfgs = configs(args)
+    runs = [ChargerRun(c, Station(c.spec, start)) for c in cfgs]
+    arrivals = random_arrivals(
+        seed, [ChargerSlot(c.charger_id, c.spec) for c in cfgs], start, args.duration
+    )
+    line = None if args.quiet else _ProgressLine(runs, clock, sys.stderr)
+    try:
+        asyncio.run(run_site(runs, args.url, clock, arrivals, until, on_tick=line))
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+    if line is not None:
+        line.done()
+    data = report(runs, start, clock.now(), args.speed, args.url)
+    if args.report is not None:
+        args.report.write_text(json.dumps(data, indent=2) + "\n")
+    _summary(data, sys.stdout)
+    return 0 if any(r.ever_connected for r in runs) else 1
+
+
+def _summary(data: dict[str, object], out: TextIO) -> None:
+    sessions = data["sessions"]
+    assert isinstance(sessions, list)
+    met = sum(1 for s in sessions if s["met"])
+    out.write(
+        f"sessions {len(sessions)} (met {met})  requested {data['energy_requested_kwh']} kWh  "
+        f"delivered {data['energy_delivered_kwh']} kWh  site peak {data['site_peak_kw']} kW\n"
+    )
+    chargers = data["chargers"]
+    assert isinstance(chargers, list)
+    for c in chargers:
+        if c["error"]:
+            out.write(f"  {c['id']}: {c['error']}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    logging.getLogger("ocpp").setLevel(logging.CRITICAL)
+    if args.command == "run":
+        return run(args)
+    return 2

@@ -1,0 +1,327 @@
+"""What a simulated charger does over time, whatever its OCPP version.
+
+:class:`Driver` owns a charger's tasks (in one TaskGroup): boot, heartbeats at the interval the
+central system gives, one session loop per connector, and the actions the central system asked for
+(remote start/stop, trigger, reset). The OCPP side (1.6 or 2.0.1) implements :class:`OcppSide`;
+its ``@on`` handlers never await a call themselves (that would deadlock the receive loop), they
+ask the driver, which sends from its own tasks.
+
+A session: plug the EV, authorize, start the transaction, then each tick advance the station model
+under the composite limit and send meter values every ``meter_interval_s`` simulated seconds, until
+the EV departs or someone stops it; then stop the transaction and unplug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from charge_point_sim.clock import Clock, sleep_until, wait_event
+from charge_point_sim.ev_model import Ev, MeterReading
+from charge_point_sim.profiles import ChargingProfile
+from charge_point_sim.station import Station
+
+log = logging.getLogger("charge_point_sim")
+
+# Version-neutral connector states; the 2.0.1 side maps the occupied ones onto "Occupied".
+AVAILABLE = "Available"
+PREPARING = "Preparing"
+CHARGING = "Charging"
+FINISHING = "Finishing"
+
+# Stop reasons valid in both versions (1.6 Reason, 2.0.1 ReasonEnumType).
+EV_DISCONNECTED = "EVDisconnected"
+LOCAL = "Local"
+REMOTE = "Remote"
+REBOOT = "Reboot"
+
+
+class OcppSide(Protocol):
+    """The messages a charger sends, implemented once per OCPP version."""
+
+    async def boot(self) -> int:
+        """Send BootNotification until Accepted; return the heartbeat interval (s)."""
+        ...
+
+    async def heartbeat(self) -> None: ...
+
+    async def status(self, connector_id: int, status: str) -> None: ...
+
+    async def authorize(self, id_tag: str) -> bool: ...
+
+    async def start_transaction(self, request: SessionRequest, reading: MeterReading) -> str:
+        """Start a transaction; return its id (the model's string form)."""
+        ...
+
+    async def meter_values(
+        self, connector_id: int, transaction_id: str, reading: MeterReading
+    ) -> None: ...
+
+    async def stop_transaction(
+        self, request: SessionRequest, transaction_id: str, reading: MeterReading, reason: str
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRequest:
+    """A vehicle to charge on ``connector_id`` until ``departure`` (None: until stopped).
+
+    ``remote`` sessions were started by the central system (no Authorize). ``profile_for`` builds
+    the TxProfile that came with a remote start once the transaction id is known.
+    ``transaction_id`` is a preset id (2.0.1 RequestStartTransaction answers with it).
+    """
+
+    connector_id: int
+    ev: Ev
+    id_tag: str
+    departure: datetime | None = None
+    remote: bool = False
+    remote_start_id: int | None = None
+    transaction_id: str | None = None
+    profile_for: Callable[[str], ChargingProfile] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A scenario's vehicle arriving at ``at``."""
+
+    at: datetime
+    request: SessionRequest
+
+
+@dataclass(slots=True)
+class SessionResult:
+    """How a session went (for the report)."""
+
+    connector_id: int
+    id_tag: str
+    arrival: datetime
+    departure: datetime | None
+    requested_wh: float
+    transaction_id: str | None = None
+    delivered_wh: float = 0.0
+    stopped_at: datetime | None = None
+    reason: str | None = None
+
+    @property
+    def met(self) -> bool:
+        """Whether the EV got what it asked for (within 1 Wh)."""
+        return self.delivered_wh >= self.requested_wh - 1.0
+
+
+@dataclass(slots=True)
+class _Live:
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str = LOCAL
+    transaction_id: str | None = None
+
+
+class Driver:
+    """Runs one charger's behaviour over an :class:`OcppSide`. Single event loop."""
+
+    def __init__(self, charger_id: str, side: OcppSide, station: Station, clock: Clock) -> None:
+        self.charger_id = charger_id
+        self.side = side
+        self.station = station
+        self.clock = clock
+        self.status: dict[int, str] = dict.fromkeys(station.meters, AVAILABLE)
+        self.results: list[SessionResult] = []
+        self.booted = asyncio.Event()
+        self._live: dict[int, _Live] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tg: asyncio.TaskGroup | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self, arrivals: Sequence[Arrival], until: datetime | None) -> None:
+        """Boot, then heartbeat and play ``arrivals`` until ``until`` (None: until cancelled).
+
+        At the end every running session is stopped (reason Local) and sent.
+        """
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            await self._boot()
+            heartbeats = tg.create_task(self._heartbeats())
+            for a in arrivals:
+                self.spawn(self._arrive(a))
+            if until is None:
+                await asyncio.Event().wait()  # until cancelled
+            else:
+                await sleep_until(self.clock, until)
+            self.stop_all(LOCAL)
+            await self.idle()
+            heartbeats.cancel()
+            for t in list(self._tasks):
+                t.cancel()
+        self._tg = None
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> bool:
+        """Run ``coro`` in the charger's TaskGroup; False (and dropped) when not running."""
+        if self._tg is None:
+            coro.close()
+            return False
+        task = self._tg.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def idle(self) -> None:
+        """Wait until no session runs."""
+        while self._live:
+            await asyncio.sleep(0.01)
+
+    async def _boot(self) -> None:
+        interval = await self.side.boot()
+        if interval > 0:
+            self.station.settings = replace(self.station.settings, heartbeat_interval_s=interval)
+        self.booted.set()
+        for c, status in self.status.items():
+            await self.side.status(c, status)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await self.clock.sleep(self.station.settings.heartbeat_interval_s)
+            await self.side.heartbeat()
+
+    # -- what the central system may ask (called from @on handlers: never await calls there) ---
+
+    def request_start(self, request: SessionRequest) -> bool:
+        """Start a session now if its connector is free."""
+        if request.connector_id in self.station.evs or request.connector_id in self._live:
+            return False
+        self._live[request.connector_id] = _Live()
+        return self.spawn(self._session(request, self._live[request.connector_id]))
+
+    def request_stop(self, transaction_id: str, reason: str = REMOTE) -> bool:
+        """Stop the session running ``transaction_id``."""
+        for live in self._live.values():
+            if live.transaction_id == transaction_id and not live.stop.is_set():
+                live.reason = reason
+                live.stop.set()
+                return True
+        return False
+
+    def stop_all(self, reason: str) -> None:
+        """Stop every running session."""
+        for live in self._live.values():
+            if not live.stop.is_set():
+                live.reason = reason
+                live.stop.set()
+
+    def transaction_on(self, connector_id: int) -> str | None:
+        """The transaction id running on ``connector_id``."""
+        tx = self.station.state.transaction_on(connector_id)
+        return None if tx is None else tx.transaction_id
+
+    def trigger(self, message: str, connector_id: int | None) -> bool:
+        """Send ``message`` soon (TriggerMessage); False when not supported."""
+        connectors = [connector_id] if connector_id else list(self.status)
+        if message == "BootNotification":
+            return self.spawn(self._resend_boot())
+        if message == "Heartbeat":
+            return self.spawn(self.side.heartbeat())
+        if message == "StatusNotification":
+            return self.spawn(self._send_statuses(connectors))
+        if message == "MeterValues":
+            return self.spawn(self._send_meters(connectors))
+        return False
+
+    def reset(self) -> bool:
+        """Stop every session (reason Reboot), then boot again."""
+        return self.spawn(self._reset())
+
+    async def _resend_boot(self) -> None:
+        await self.side.boot()
+
+    async def _send_statuses(self, connectors: list[int]) -> None:
+        for c in connectors:
+            await self.side.status(c, self.status[c])
+
+    async def _send_meters(self, connectors: list[int]) -> None:
+        now = self.clock.now()
+        self.station.advance(now)
+        for c in connectors:
+            tx = self.transaction_on(c)
+            if tx is not None:
+                await self.side.meter_values(c, tx, self.station.reading(c, now))
+
+    async def _reset(self) -> None:
+        self.stop_all(REBOOT)
+        await self.idle()
+        await self._boot()
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    async def _arrive(self, arrival: Arrival) -> None:
+        await sleep_until(self.clock, arrival.at)
+        if not self.request_start(arrival.request):
+            log.warning(
+                "%s: connector %s busy, vehicle %s turned away",
+                self.charger_id,
+                arrival.request.connector_id,
+                arrival.request.id_tag,
+            )
+
+    async def _set_status(self, connector_id: int, status: str) -> None:
+        self.status[connector_id] = status
+        await self.side.status(connector_id, status)
+
+    async def _session(self, req: SessionRequest, live: _Live) -> None:
+        c = req.connector_id
+        now = self.clock.now()
+        result = SessionResult(c, req.id_tag, now, req.departure, req.ev.needs_wh)
+        self.results.append(result)
+        self.station.advance(now)
+        self.station.plug(c, req.ev)
+        try:
+            await self._set_status(c, PREPARING)
+            if not req.remote and not await self.side.authorize(req.id_tag):
+                result.reason = "NotAuthorized"
+                return
+            now = self.clock.now()
+            self.station.advance(now)
+            tx = await self.side.start_transaction(req, self.station.reading(c, now))
+            live.transaction_id = result.transaction_id = tx
+            self.station.start_transaction(c, tx, now)
+            start_register = self.station.meters[c].register_wh
+            if req.profile_for is not None:
+                reason = self.station.set_profile(c, req.profile_for(tx), self.clock.now())
+                if reason is not None:
+                    log.info("%s: profile with remote start rejected: %s", self.charger_id, reason)
+            await self._set_status(c, CHARGING)
+            await self._charge(req, live, tx)
+            now = self.clock.now()
+            self.station.advance(now)
+            reading = self.station.reading(c, now)
+            result.delivered_wh = self.station.meters[c].register_wh - start_register
+            result.stopped_at, result.reason = now, live.reason
+            await self.side.stop_transaction(req, tx, reading, live.reason)
+            self.station.end_transaction(c)
+            await self._set_status(c, FINISHING)
+        finally:
+            self.station.unplug(c)
+            self._live.pop(c, None)
+        await self._set_status(c, AVAILABLE)
+
+    async def _charge(self, req: SessionRequest, live: _Live, tx: str) -> None:
+        c = req.connector_id
+        last_meter = self.clock.now()
+        while True:
+            now = self.clock.now()
+            if req.departure is not None and now >= req.departure:
+                live.reason = EV_DISCONNECTED
+                return
+            wake = last_meter.timestamp() + self.station.settings.meter_interval_s - now.timestamp()
+            if req.departure is not None:
+                wake = min(wake, (req.departure - now).total_seconds())
+            if await wait_event(self.clock, live.stop, wake):
+                return
+            now = self.clock.now()
+            self.station.advance(now)
+            if (now - last_meter).total_seconds() >= self.station.settings.meter_interval_s:
+                await self.side.meter_values(c, tx, self.station.reading(c, now))
+                last_meter = now

@@ -1,0 +1,242 @@
+"""Run a site of simulated chargers against a central system, and report what they drew.
+
+Each charger gets its own websocket (``url/<charger id>``, the OCPP subprotocol of its version,
+HTTP Basic auth when it has a password) and runs in one TaskGroup with the others; one charger
+failing (refused, dropped) is recorded and does not stop the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake
+from websockets.typing import Subprotocol
+
+from charge_point_sim import v16, v201
+from charge_point_sim.charger_model import ChargerSpec
+from charge_point_sim.clock import Clock
+from charge_point_sim.driver import Arrival, Driver, SessionResult
+from charge_point_sim.station import Station
+from charge_point_sim.wire import format_time
+
+log = logging.getLogger("charge_point_sim")
+
+VERSIONS = ("1.6", "2.0.1")
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerConfig:
+    """One simulated charger: id, OCPP version ("1.6" or "2.0.1"), hardware, optional password."""
+
+    charger_id: str
+    version: str
+    spec: ChargerSpec
+    password: str | None = None
+
+
+@dataclass(slots=True)
+class ChargerRun:
+    """A charger's live state during a run (read by the progress line and the report)."""
+
+    config: ChargerConfig
+    station: Station
+    driver: Driver | None = None
+    connected: bool = False
+    ever_connected: bool = False
+    error: str | None = None
+    results: list[SessionResult] = field(default_factory=list)
+
+
+def basic_auth(charger_id: str, password: str) -> str:
+    """The Authorization header of OCPP security profile 1."""
+    token = base64.b64encode(f"{charger_id}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def charger_url(url: str, charger_id: str) -> str:
+    """Where a charger connects: the central system's URL and its id."""
+    return url.rstrip("/") + "/" + charger_id
+
+
+async def run_charger(
+    run: ChargerRun,
+    url: str,
+    clock: Clock,
+    arrivals: Sequence[Arrival],
+    until: datetime | None,
+    *,
+    response_timeout: float = 30,
+    retry_s: float = 1.0,
+) -> None:
+    """Connect (retrying every ``retry_s`` real seconds until ``until``), boot and play."""
+    cfg = run.config
+    cls: Any = v16.ChargePoint16 if cfg.version == "1.6" else v201.ChargePoint201
+    protocol = v16.SUBPROTOCOL if cfg.version == "1.6" else v201.SUBPROTOCOL
+    headers = (
+        {} if cfg.password is None else {"Authorization": basic_auth(cfg.charger_id, cfg.password)}
+    )
+    while True:
+        try:
+            ws = await connect(
+                charger_url(url, cfg.charger_id),
+                subprotocols=[Subprotocol(protocol)],
+                additional_headers=headers,
+                proxy=None,
+            )
+            break
+        except (OSError, TimeoutError, InvalidHandshake) as e:
+            run.error = f"cannot connect: {e}"
+        if until is not None and clock.now() >= until:
+            return
+        await asyncio.sleep(retry_s)
+    run.error = None
+    async with ws:
+        cp = cls(cfg.charger_id, ws, run.station, clock, response_timeout=response_timeout)
+        run.driver = cp.driver
+        run.connected = run.ever_connected = True
+        try:
+            async with asyncio.TaskGroup() as tg:
+                receiver = tg.create_task(cp.start())
+                await cp.driver.run(arrivals, until)
+                receiver.cancel()
+        finally:
+            run.connected = False
+            run.results = list(cp.driver.results)
+
+
+async def run_site(
+    runs: Sequence[ChargerRun],
+    url: str,
+    clock: Clock,
+    arrivals: Mapping[str, Sequence[Arrival]],
+    until: datetime,
+    *,
+    on_tick: Callable[[], None] | None = None,
+    tick_s: float = 0.5,
+) -> None:
+    """Run every charger until ``until``; failures are recorded on their :class:`ChargerRun`."""
+
+    async def guarded(run: ChargerRun) -> None:
+        try:
+            await run_charger(run, url, clock, arrivals.get(run.config.charger_id, ()), until)
+        except Exception as e:  # noqa: BLE001 - one charger's failure must not stop the site
+            run.error = f"{type(e).__name__}: {e}"
+            log.warning("%s: stopped: %s", run.config.charger_id, run.error)
+
+    async def ticker() -> None:
+        while on_tick is not None:
+            on_tick()
+            await asyncio.sleep(tick_s)
+
+    async with asyncio.TaskGroup() as tg:
+        tick = tg.create_task(ticker())
+        tasks = [tg.create_task(guarded(r)) for r in runs]
+        await asyncio.gather(*tasks)
+        tick.cancel()
+    if on_tick is not None:
+        on_tick()
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What the live progress line shows."""
+
+    connected: int
+    chargers: int
+    charging: int
+    energy_kwh: float
+    now: datetime
+
+    def line(self) -> str:
+        return (
+            f"{format_time(self.now)}  connected {self.connected}/{self.chargers}  "
+            f"charging {self.charging}  energy {self.energy_kwh:.2f} kWh"
+        )
+
+
+def progress(runs: Sequence[ChargerRun], now: datetime) -> Progress:
+    """The progress of a run at ``now``."""
+    return Progress(
+        connected=sum(r.connected for r in runs),
+        chargers=len(runs),
+        charging=sum(len(r.station.state.transactions) for r in runs),
+        energy_kwh=sum(m.register_wh for r in runs for m in r.station.meters.values()) / 1000,
+        now=now,
+    )
+
+
+def report(
+    runs: Sequence[ChargerRun], start: datetime, end: datetime, speed: float, url: str
+) -> dict[str, Any]:
+    """The run's JSON report: power per charger per minute, the site total, every session."""
+    per_charger = {r.config.charger_id: r.station.minute_power_kw() for r in runs}
+    minutes = max((len(v) for v in per_charger.values()), default=0)
+    site = [
+        round(sum(v[i] if i < len(v) else 0.0 for v in per_charger.values()), 4)
+        for i in range(minutes)
+    ]
+    results = [
+        (r, s) for r in runs for s in (r.driver.results if r.driver is not None else r.results)
+    ]
+    sessions = [
+        {
+            "charger": r.config.charger_id,
+            "connector": s.connector_id,
+            "id_tag": s.id_tag,
+            "transaction_id": s.transaction_id,
+            "arrival": format_time(s.arrival),
+            "departure": None if s.departure is None else format_time(s.departure),
+            "stopped_at": None if s.stopped_at is None else format_time(s.stopped_at),
+            "stop_reason": s.reason,
+            "requested_kwh": round(s.requested_wh / 1000, 4),
+            "delivered_kwh": round(s.delivered_wh / 1000, 4),
+            "met": s.met,
+        }
+        for r, s in results
+    ]
+    return {
+        "url": url,
+        "start": format_time(start),
+        "end": format_time(end),
+        "speed": speed,
+        "minute_start": format_time(start),
+        "chargers": [
+            {
+                "id": r.config.charger_id,
+                "version": r.config.version,
+                "connected": r.ever_connected,
+                "error": r.error,
+                "energy_kwh": round(
+                    sum(m.register_wh for m in r.station.meters.values()) / 1000, 4
+                ),
+                "power_kw_per_minute": per_charger[r.config.charger_id],
+            }
+            for r in runs
+        ],
+        "site_power_kw_per_minute": site,
+        "site_peak_kw": max(site, default=0.0),
+        "energy_requested_kwh": round(sum(s.requested_wh for _, s in results) / 1000, 4),
+        "energy_delivered_kwh": round(sum(s.delivered_wh for _, s in results) / 1000, 4),
+        "sessions": sessions,
+    }
+
+
+__all__ = [
+    "VERSIONS",
+    "ChargerConfig",
+    "ChargerRun",
+    "Progress",
+    "basic_auth",
+    "charger_url",
+    "progress",
+    "report",
+    "run_charger",
+    "run_site",
+]

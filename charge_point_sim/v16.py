@@ -1,0 +1,242 @@
+"""The OCPP 1.6J side of a simulated charger: an ``ocpp`` ChargePoint subclass.
+
+Handlers are thin and synchronous: they map the payload with :mod:`charge_point_sim.mapping16`,
+change the :class:`~charge_point_sim.station.Station` and answer. Anything that needs an outgoing
+call (a remote start, a triggered message, a reset) is handed to the :class:`Driver`, which sends
+from its own tasks. Every ``call()`` passes ``suppress=False``: a CALLERROR raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ocpp.v16 import ChargePoint, call, call_result
+
+from charge_point_sim import mapping16 as m
+from charge_point_sim._ocpp import on
+from charge_point_sim.clock import Clock
+from charge_point_sim.driver import Driver, SessionRequest
+from charge_point_sim.ev_model import Ev, MeterReading
+from charge_point_sim.station import Station
+from charge_point_sim.wire import PayloadError, format_time
+
+log = logging.getLogger("charge_point_sim.v16")
+
+SUBPROTOCOL = "ocpp1.6"
+
+
+def default_ev(station: Station, connector_id: int) -> Ev:
+    """The vehicle a remote start charges when the scenario has none: 60 kWh at 30 %."""
+    c = station.spec.connector(connector_id)
+    return Ev(capacity_kwh=60.0, soc=0.3, max_power_w=c.max_power_w, phases=c.phases)
+
+
+class ChargePoint16(ChargePoint):  # type: ignore[misc]
+    """A simulated OCPP 1.6J charge point over one connection."""
+
+    def __init__(
+        self,
+        charger_id: str,
+        connection: Any,
+        station: Station,
+        clock: Clock,
+        *,
+        vendor: str = "EVSmartSim",
+        model: str = "SimCharger-16",
+        response_timeout: float = 30,
+        remote_ev: Callable[[Station, int], Ev] = default_ev,
+    ) -> None:
+        super().__init__(charger_id, connection, response_timeout)
+        self.station = station
+        self.clock = clock
+        self.vendor = vendor
+        self.model = model
+        self.remote_ev = remote_ev
+        self.driver = Driver(charger_id, self, station, clock)
+        self.rejections: list[str] = []
+
+    # -- what the charger sends (OcppSide) ----------------------------------------------------
+
+    async def boot(self) -> int:
+        while True:
+            res = await self.call(
+                call.BootNotification(
+                    charge_point_model=self.model, charge_point_vendor=self.vendor
+                ),
+                suppress=False,
+            )
+            if res.status == "Accepted":
+                return int(res.interval)
+            await self.clock.sleep(res.interval or 60)
+
+    async def heartbeat(self) -> None:
+        await self.call(call.Heartbeat(), suppress=False)
+
+    async def status(self, connector_id: int, status: str) -> None:
+        await self.call(
+            call.StatusNotification(
+                connector_id=connector_id,
+                error_code="NoError",
+                status=status,
+                timestamp=format_time(self.clock.now()),
+            ),
+            suppress=False,
+        )
+
+    async def authorize(self, id_tag: str) -> bool:
+        res = await self.call(call.Authorize(id_tag=id_tag), suppress=False)
+        return bool(res.id_tag_info.get("status") == "Accepted")
+
+    async def start_transaction(self, request: SessionRequest, reading: MeterReading) -> str:
+        meter_start, timestamp = m.started_at(reading)
+        res = await self.call(
+            call.StartTransaction(
+                connector_id=request.connector_id,
+                id_tag=request.id_tag,
+                meter_start=meter_start,
+                timestamp=timestamp,
+            ),
+            suppress=False,
+        )
+        if res.id_tag_info.get("status") != "Accepted":
+            log.info("%s: StartTransaction answered %s", self.id, res.id_tag_info)
+        return m.transaction_key(res.transaction_id)
+
+    async def meter_values(
+        self, connector_id: int, transaction_id: str, reading: MeterReading
+    ) -> None:
+        await self.call(
+            call.MeterValues(
+                connector_id=connector_id,
+                transaction_id=int(transaction_id),
+                meter_value=[m.meter_value_16(reading)],
+            ),
+            suppress=False,
+        )
+
+    async def stop_transaction(
+        self, request: SessionRequest, transaction_id: str, reading: MeterReading, reason: str
+    ) -> None:
+        meter_stop, timestamp = m.started_at(reading)
+        await self.call(
+            call.StopTransaction(
+                meter_stop=meter_stop,
+                timestamp=timestamp,
+                transaction_id=int(transaction_id),
+                reason=reason,
+                id_tag=request.id_tag,
+            ),
+            suppress=False,
+        )
+
+    # -- what the central system asks ---------------------------------------------------------
+
+    def _reject(self, what: str, reason: str) -> None:
+        log.info("%s: %s rejected: %s", self.id, what, reason)
+        self.rejections.append(reason)
+
+    @on("SetChargingProfile")
+    def on_set_charging_profile(
+        self, connector_id: int, cs_charging_profiles: dict[str, Any]
+    ) -> Any:
+        try:
+            profile = m.profile_from_16(cs_charging_profiles)
+        except PayloadError as e:
+            reason: str | None = str(e)
+        else:
+            reason = self.station.set_profile(connector_id, profile, self.clock.now())
+        if reason is not None:
+            self._reject("SetChargingProfile", reason)
+            return call_result.SetChargingProfile(status="Rejected")
+        return call_result.SetChargingProfile(status="Accepted")
+
+    @on("ClearChargingProfile")
+    def on_clear_charging_profile(self, **payload: Any) -> Any:
+        try:
+            criteria = m.clear_criteria(payload)
+        except PayloadError:
+            return call_result.ClearChargingProfile(status="Unknown")
+        removed = self.station.clear_profiles(self.clock.now(), **criteria)
+        return call_result.ClearChargingProfile(status="Accepted" if removed else "Unknown")
+
+    @on("GetCompositeSchedule")
+    def on_get_composite_schedule(
+        self, connector_id: int, duration: int, charging_rate_unit: str | None = None
+    ) -> Any:
+        unit = m.unit_of(charging_rate_unit, self.station.spec)
+        if unit is None or not 0 <= connector_id <= len(self.station.spec.connectors):
+            return call_result.GetCompositeSchedule(status="Rejected")
+        cs = self.station.composite(connector_id, self.clock.now(), duration, unit)
+        schedule = m.composite_to_16(cs)
+        return call_result.GetCompositeSchedule(
+            status="Accepted",
+            connector_id=connector_id,
+            schedule_start=schedule["start_schedule"],
+            charging_schedule=schedule,
+        )
+
+    @on("GetConfiguration")
+    def on_get_configuration(self, key: list[str] | None = None) -> Any:
+        found, unknown = m.get_configuration(self.station.spec, self.station.settings, key)
+        return call_result.GetConfiguration(configuration_key=found, unknown_key=unknown or None)
+
+    @on("ChangeConfiguration")
+    def on_change_configuration(self, key: str, value: str) -> Any:
+        settings, status = m.change_configuration(
+            self.station.spec, self.station.settings, key, value
+        )
+        self.station.settings = settings
+        return call_result.ChangeConfiguration(status=status)
+
+    @on("RemoteStartTransaction")
+    def on_remote_start_transaction(
+        self,
+        id_tag: str,
+        connector_id: int | None = None,
+        charging_profile: dict[str, Any] | None = None,
+    ) -> Any:
+        connector = connector_id if connector_id is not None else self.station.free_connector()
+        if connector is None or not 1 <= connector <= len(self.station.spec.connectors):
+            return call_result.RemoteStartTransaction(status="Rejected")
+        profile_for = None
+        if charging_profile is not None:
+            payload = charging_profile
+            try:
+                purpose = m.profile_from_16(payload).purpose
+            except PayloadError as e:
+                self._reject("RemoteStartTransaction", str(e))
+                return call_result.RemoteStartTransaction(status="Rejected")
+            if purpose.value != "TxProfile":
+                self._reject("RemoteStartTransaction", "the profile must be a TxProfile")
+                return call_result.RemoteStartTransaction(status="Rejected")
+
+            def profile_for(tx: str) -> Any:
+                return m.remote_start_profile(payload, tx)
+
+        request = SessionRequest(
+            connector_id=connector,
+            ev=self.remote_ev(self.station, connector),
+            id_tag=id_tag,
+            remote=True,
+            profile_for=profile_for,
+        )
+        accepted = self.driver.request_start(request)
+        return call_result.RemoteStartTransaction(status="Accepted" if accepted else "Rejected")
+
+    @on("RemoteStopTransaction")
+    def on_remote_stop_transaction(self, transaction_id: int) -> Any:
+        stopped = self.driver.request_stop(m.transaction_key(transaction_id))
+        return call_result.RemoteStopTransaction(status="Accepted" if stopped else "Rejected")
+
+    @on("TriggerMessage")
+    def on_trigger_message(self, requested_message: str, connector_id: int | None = None) -> Any:
+        if connector_id is not None and not 1 <= connector_id <= len(self.station.spec.connectors):
+            return call_result.TriggerMessage(status="Rejected")
+        accepted = self.driver.trigger(requested_message, connector_id)
+        return call_result.TriggerMessage(status="Accepted" if accepted else "NotImplemented")
+
+    @on("Reset")
+    def on_reset(self, type: str) -> Any:
+        return call_result.Reset(status="Accepted" if self.driver.reset() else "Rejected")

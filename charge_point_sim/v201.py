@@ -1,0 +1,296 @@
+"""The OCPP 2.0.1 side of a simulated charging station: an ``ocpp`` ChargePoint subclass.
+
+Each EVSE has one connector (connectorId 1). Transactions are TransactionEvent Started, Updated
+(periodic meter values, trigger MeterValuePeriodic) and Ended, numbered by ``seqNo`` from 0 per
+transaction; the station makes the transaction ids. Handlers are thin and synchronous, as in
+:mod:`charge_point_sim.v16`; every ``call()`` passes ``suppress=False``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from ocpp.v201 import ChargePoint, call, call_result
+
+from charge_point_sim import mapping201 as m
+from charge_point_sim._ocpp import on
+from charge_point_sim.clock import Clock
+from charge_point_sim.driver import (
+    AVAILABLE,
+    EV_DISCONNECTED,
+    REMOTE,
+    Driver,
+    SessionRequest,
+)
+from charge_point_sim.ev_model import Ev, MeterReading
+from charge_point_sim.station import Station
+from charge_point_sim.v16 import default_ev
+from charge_point_sim.wire import PayloadError, format_time
+
+log = logging.getLogger("charge_point_sim.v201")
+
+SUBPROTOCOL = "ocpp2.0.1"
+
+# Stop reason -> the TransactionEvent Ended triggerReason.
+_END_TRIGGER = {REMOTE: "RemoteStop", EV_DISCONNECTED: "EVCommunicationLost"}
+
+
+def _status_info(reason: str) -> dict[str, str]:
+    return {"reason_code": "Rejected", "additional_info": reason[:512]}
+
+
+class ChargePoint201(ChargePoint):  # type: ignore[misc]
+    """A simulated OCPP 2.0.1 charging station over one connection."""
+
+    def __init__(
+        self,
+        charger_id: str,
+        connection: Any,
+        station: Station,
+        clock: Clock,
+        *,
+        vendor: str = "EVSmartSim",
+        model: str = "SimCharger-201",
+        response_timeout: float = 30,
+        remote_ev: Callable[[Station, int], Ev] = default_ev,
+    ) -> None:
+        super().__init__(charger_id, connection, response_timeout)
+        self.station = station
+        self.clock = clock
+        self.vendor = vendor
+        self.model = model
+        self.remote_ev = remote_ev
+        self.driver = Driver(charger_id, self, station, clock)
+        self.rejections: list[str] = []
+        self._seq: dict[str, int] = {}
+
+    def _next_seq(self, transaction_id: str) -> int:
+        n = self._seq.get(transaction_id, 0)
+        self._seq[transaction_id] = n + 1
+        return n
+
+    # -- what the station sends (OcppSide) -----------------------------------------------------
+
+    async def boot(self) -> int:
+        while True:
+            res = await self.call(
+                call.BootNotification(
+                    charging_station={"model": self.model, "vendor_name": self.vendor},
+                    reason="PowerUp",
+                ),
+                suppress=False,
+            )
+            if res.status == "Accepted":
+                return int(res.interval)
+            await self.clock.sleep(res.interval or 60)
+
+    async def heartbeat(self) -> None:
+        await self.call(call.Heartbeat(), suppress=False)
+
+    async def status(self, connector_id: int, status: str) -> None:
+        await self.call(
+            call.StatusNotification(
+                timestamp=format_time(self.clock.now()),
+                connector_status="Available" if status == AVAILABLE else "Occupied",
+                evse_id=connector_id,
+                connector_id=1,
+            ),
+            suppress=False,
+        )
+
+    async def authorize(self, id_tag: str) -> bool:
+        res = await self.call(
+            call.Authorize(id_token={"id_token": id_tag, "type": "ISO14443"}), suppress=False
+        )
+        return bool(res.id_token_info.get("status") == "Accepted")
+
+    async def start_transaction(self, request: SessionRequest, reading: MeterReading) -> str:
+        tx = request.transaction_id or uuid.uuid4().hex
+        info: dict[str, Any] = {"transaction_id": tx, "charging_state": "Charging"}
+        if request.remote_start_id is not None:
+            info["remote_start_id"] = request.remote_start_id
+        await self.call(
+            call.TransactionEvent(
+                event_type="Started",
+                timestamp=format_time(reading.timestamp),
+                trigger_reason="RemoteStart" if request.remote else "Authorized",
+                seq_no=self._next_seq(tx),
+                transaction_info=info,
+                meter_value=[m.meter_value_201(reading, "Transaction.Begin")],
+                evse={"id": request.connector_id, "connector_id": 1},
+                id_token={"id_token": request.id_tag, "type": "ISO14443"},
+            ),
+            suppress=False,
+        )
+        return tx
+
+    async def meter_values(
+        self, connector_id: int, transaction_id: str, reading: MeterReading
+    ) -> None:
+        # Periodic sampled data of a transaction travels in TransactionEvent Updated (J02).
+        await self.call(
+            call.TransactionEvent(
+                event_type="Updated",
+                timestamp=format_time(reading.timestamp),
+                trigger_reason="MeterValuePeriodic",
+                seq_no=self._next_seq(transaction_id),
+                transaction_info={"transaction_id": transaction_id, "charging_state": "Charging"},
+                meter_value=[m.meter_value_201(reading)],
+            ),
+            suppress=False,
+        )
+
+    async def stop_transaction(
+        self, request: SessionRequest, transaction_id: str, reading: MeterReading, reason: str
+    ) -> None:
+        await self.call(
+            call.TransactionEvent(
+                event_type="Ended",
+                timestamp=format_time(reading.timestamp),
+                trigger_reason=_END_TRIGGER.get(reason, "StopAuthorized"),
+                seq_no=self._next_seq(transaction_id),
+                transaction_info={
+                    "transaction_id": transaction_id,
+                    "charging_state": "EVConnected",
+                    "stopped_reason": reason,
+                },
+                meter_value=[m.meter_value_201(reading, "Transaction.End")],
+            ),
+            suppress=False,
+        )
+        self._seq.pop(transaction_id, None)
+
+    # -- what the central system asks ----------------------------------------------------------
+
+    def _reject(self, what: str, reason: str) -> None:
+        log.info("%s: %s rejected: %s", self.id, what, reason)
+        self.rejections.append(reason)
+
+    @on("SetChargingProfile")
+    def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any]) -> Any:
+        try:
+            profile = m.profile_from_201(charging_profile)
+        except PayloadError as e:
+            reason: str | None = str(e)
+        else:
+            reason = m.check_201(self.station.state, evse_id, profile)
+            if reason is None:
+                reason = self.station.set_profile(evse_id, profile, self.clock.now())
+        if reason is not None:
+            self._reject("SetChargingProfile", reason)
+            return call_result.SetChargingProfile(
+                status="Rejected", status_info=_status_info(reason)
+            )
+        return call_result.SetChargingProfile(status="Accepted")
+
+    @on("ClearChargingProfile")
+    def on_clear_charging_profile(
+        self,
+        charging_profile_id: int | None = None,
+        charging_profile_criteria: dict[str, Any] | None = None,
+    ) -> Any:
+        try:
+            criteria = m.clear_criteria(charging_profile_id, charging_profile_criteria)
+        except PayloadError:
+            return call_result.ClearChargingProfile(status="Unknown")
+        removed = self.station.clear_profiles(self.clock.now(), **criteria)
+        return call_result.ClearChargingProfile(status="Accepted" if removed else "Unknown")
+
+    @on("GetCompositeSchedule")
+    def on_get_composite_schedule(
+        self, duration: int, evse_id: int, charging_rate_unit: str | None = None
+    ) -> Any:
+        unit = m.unit_of(charging_rate_unit, self.station.spec)
+        if unit is None:
+            return call_result.GetCompositeSchedule(
+                status="Rejected",
+                status_info=_status_info(f"unit {charging_rate_unit} not allowed"),
+            )
+        if not 0 <= evse_id <= len(self.station.spec.connectors):
+            return call_result.GetCompositeSchedule(
+                status="Rejected", status_info=_status_info(f"EVSE {evse_id} does not exist")
+            )
+        cs = self.station.composite(evse_id, self.clock.now(), duration, unit)
+        return call_result.GetCompositeSchedule(status="Accepted", schedule=m.composite_to_201(cs))
+
+    @on("GetVariables")
+    def on_get_variables(self, get_variable_data: list[dict[str, Any]]) -> Any:
+        results = m.get_variables(self.station.spec, self.station.settings, get_variable_data)
+        return call_result.GetVariables(get_variable_result=results)
+
+    @on("SetVariables")
+    def on_set_variables(self, set_variable_data: list[dict[str, Any]]) -> Any:
+        self.station.settings, results = m.set_variables(self.station.settings, set_variable_data)
+        return call_result.SetVariables(set_variable_result=results)
+
+    @on("RequestStartTransaction")
+    def on_request_start_transaction(
+        self,
+        id_token: dict[str, Any],
+        remote_start_id: int,
+        evse_id: int | None = None,
+        charging_profile: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> Any:
+        evse = evse_id if evse_id is not None else self.station.free_connector()
+        if evse is None or not 1 <= evse <= len(self.station.spec.connectors):
+            return call_result.RequestStartTransaction(
+                status="Rejected", status_info=_status_info("no such or no free EVSE")
+            )
+        profile_for = None
+        if charging_profile is not None:
+            payload = charging_profile
+            try:
+                purpose = m.profile_from_201(payload).purpose
+            except PayloadError as e:
+                self._reject("RequestStartTransaction", str(e))
+                return call_result.RequestStartTransaction(
+                    status="Rejected", status_info=_status_info(str(e))
+                )
+            if purpose.value != "TxProfile":
+                reason = "the profile must be a TxProfile"
+                self._reject("RequestStartTransaction", reason)
+                return call_result.RequestStartTransaction(
+                    status="Rejected", status_info=_status_info(reason)
+                )
+
+            def profile_for(tx: str) -> Any:
+                return m.request_start_profile(payload, tx)
+
+        tx = uuid.uuid4().hex
+        request = SessionRequest(
+            connector_id=evse,
+            ev=self.remote_ev(self.station, evse),
+            id_tag=str(id_token.get("id_token")),
+            remote=True,
+            remote_start_id=remote_start_id,
+            transaction_id=tx,
+            profile_for=profile_for,
+        )
+        if not self.driver.request_start(request):
+            return call_result.RequestStartTransaction(
+                status="Rejected", status_info=_status_info(f"EVSE {evse} is occupied")
+            )
+        return call_result.RequestStartTransaction(status="Accepted", transaction_id=tx)
+
+    @on("RequestStopTransaction")
+    def on_request_stop_transaction(self, transaction_id: str) -> Any:
+        stopped = self.driver.request_stop(transaction_id)
+        return call_result.RequestStopTransaction(status="Accepted" if stopped else "Rejected")
+
+    @on("TriggerMessage")
+    def on_trigger_message(self, requested_message: str, evse: dict[str, Any] | None = None) -> Any:
+        evse_id = None if evse is None else evse.get("id")
+        if evse_id is not None and not 1 <= evse_id <= len(self.station.spec.connectors):
+            return call_result.TriggerMessage(status="Rejected")
+        accepted = self.driver.trigger(requested_message, evse_id)
+        return call_result.TriggerMessage(status="Accepted" if accepted else "NotImplemented")
+
+    @on("Reset")
+    def on_reset(self, type: str, evse_id: int | None = None) -> Any:
+        if evse_id is not None:
+            return call_result.Reset(status="Rejected")
+        return call_result.Reset(status="Accepted" if self.driver.reset() else "Rejected")

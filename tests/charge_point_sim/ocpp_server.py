@@ -1,0 +1,170 @@
+"""A minimal central system for protocol tests, built on the ``ocpp`` package (not our csms).
+
+It accepts every boot, authorization and transaction, records every message it receives, and lets
+a test send calls to a connected charger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any
+
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint as Cp16
+from ocpp.v16 import call_result as r16
+from ocpp.v201 import ChargePoint as Cp201
+from ocpp.v201 import call_result as r201
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+HEARTBEAT_S = 30
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class _Recorder:
+    messages: list[tuple[str, dict[str, Any]]]
+
+    def got(self, action: str, payload: dict[str, Any]) -> None:
+        self.messages.append((action, payload))
+
+    def of(self, action: str) -> list[dict[str, Any]]:
+        return [p for a, p in self.messages if a == action]
+
+    async def wait_for(
+        self,
+        action: str,
+        pred: Callable[[dict[str, Any]], bool] = lambda _: True,
+        timeout: float = 5,
+    ) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                for p in self.of(action):
+                    if pred(p):
+                        return p
+                await asyncio.sleep(0.01)
+
+
+class Csms16(Cp16, _Recorder):
+    def __init__(self, cp_id: str, conn: Any) -> None:
+        super().__init__(cp_id, conn, response_timeout=5)
+        self.messages = []
+        self._tx = itertools.count(1)
+
+    @on("BootNotification")
+    def boot(self, **kw: Any) -> Any:
+        self.got("BootNotification", kw)
+        return r16.BootNotification(current_time=_now(), interval=HEARTBEAT_S, status="Accepted")
+
+    @on("Heartbeat")
+    def heartbeat(self, **kw: Any) -> Any:
+        self.got("Heartbeat", kw)
+        return r16.Heartbeat(current_time=_now())
+
+    @on("StatusNotification")
+    def status(self, **kw: Any) -> Any:
+        self.got("StatusNotification", kw)
+        return r16.StatusNotification()
+
+    @on("Authorize")
+    def authorize(self, **kw: Any) -> Any:
+        self.got("Authorize", kw)
+        return r16.Authorize(id_tag_info={"status": "Accepted"})
+
+    @on("StartTransaction")
+    def start_tx(self, **kw: Any) -> Any:
+        tx = next(self._tx)
+        self.got("StartTransaction", {**kw, "transaction_id": tx})
+        return r16.StartTransaction(transaction_id=tx, id_tag_info={"status": "Accepted"})
+
+    @on("StopTransaction")
+    def stop_tx(self, **kw: Any) -> Any:
+        self.got("StopTransaction", kw)
+        return r16.StopTransaction()
+
+    @on("MeterValues")
+    def meter_values(self, **kw: Any) -> Any:
+        self.got("MeterValues", kw)
+        return r16.MeterValues()
+
+
+class Csms201(Cp201, _Recorder):
+    def __init__(self, cp_id: str, conn: Any) -> None:
+        super().__init__(cp_id, conn, response_timeout=5)
+        self.messages = []
+
+    @on("BootNotification")
+    def boot(self, **kw: Any) -> Any:
+        self.got("BootNotification", kw)
+        return r201.BootNotification(current_time=_now(), interval=HEARTBEAT_S, status="Accepted")
+
+    @on("Heartbeat")
+    def heartbeat(self, **kw: Any) -> Any:
+        self.got("Heartbeat", kw)
+        return r201.Heartbeat(current_time=_now())
+
+    @on("StatusNotification")
+    def status(self, **kw: Any) -> Any:
+        self.got("StatusNotification", kw)
+        return r201.StatusNotification()
+
+    @on("Authorize")
+    def authorize(self, **kw: Any) -> Any:
+        self.got("Authorize", kw)
+        return r201.Authorize(id_token_info={"status": "Accepted"})
+
+    @on("TransactionEvent")
+    def transaction_event(self, **kw: Any) -> Any:
+        self.got("TransactionEvent", kw)
+        return r201.TransactionEvent()
+
+    @on("MeterValues")
+    def meter_values(self, **kw: Any) -> Any:
+        self.got("MeterValues", kw)
+        return r201.MeterValues()
+
+
+class Server:
+    """The chargers connected so far, by id."""
+
+    def __init__(self) -> None:
+        self.cps: dict[str, Csms16 | Csms201] = {}
+        self.headers: dict[str, str | None] = {}
+        self.url = ""
+
+    async def handler(self, ws: ServerConnection) -> None:
+        cp_id = ws.request.path.rsplit("/", 1)[-1] if ws.request is not None else "?"
+        if ws.request is not None:
+            self.headers[cp_id] = ws.request.headers.get("Authorization")
+        cp: Csms16 | Csms201 = (
+            Csms16(cp_id, ws) if ws.subprotocol == "ocpp1.6" else Csms201(cp_id, ws)
+        )
+        self.cps[cp_id] = cp
+        with suppress(ConnectionClosed):
+            await cp.start()
+
+    async def charger(self, cp_id: str, timeout: float = 5) -> Any:
+        async with asyncio.timeout(timeout):
+            while cp_id not in self.cps:
+                await asyncio.sleep(0.01)
+        return self.cps[cp_id]
+
+
+@asynccontextmanager
+async def ocpp_server() -> AsyncIterator[Server]:
+    server = Server()
+    async with serve(
+        server.handler,
+        "127.0.0.1",
+        0,
+        subprotocols=["ocpp1.6", "ocpp2.0.1"],  # type: ignore[list-item]
+    ) as ws_server:
+        port = next(iter(ws_server.sockets)).getsockname()[1]
+        server.url = f"ws://127.0.0.1:{port}/ocpp"
+        yield server
