@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -80,9 +79,10 @@ class MessageLogWriter:
                 while len(rows) < BATCH and not self._queue.empty():
                     rows.append(self._queue.get_nowait())
                 await self._write(rows)
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.flush())
+        except asyncio.CancelledError:
+            # Shutting down: write what is queued before the database goes away.
+            await self.flush()
+            raise
 
     async def flush(self) -> None:
         """Write everything queued now."""

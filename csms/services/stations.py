@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import delete, func, insert, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -429,7 +429,8 @@ class StationService:
         if not rows:
             return
         async with self._sessions.begin() as s:
-            s.add_all([MessageLog(**row) for row in rows])
+            # Core executemany: building ORM objects cost more than the insert itself.
+            await (await s.connection()).execute(insert(MessageLog), rows)
 
     async def prune_message_log(self, older_than: datetime) -> int:
         """Delete raw frames older than the retention. Returns how many."""
@@ -489,10 +490,11 @@ class StationService:
         if not rows:
             return 0
         dialect = s.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        stmt = insert(MeterValue).values(rows).on_conflict_do_nothing()
-        result = await (await s.connection()).execute(stmt)
-        return int(result.rowcount or 0)
+        upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+        # executemany with one cached statement (a multi-row VALUES is recompiled every time).
+        stmt = upsert(MeterValue).on_conflict_do_nothing()
+        result = await (await s.connection()).execute(stmt, rows)
+        return max(int(result.rowcount or 0), 0)  # -1 where the driver does not count
 
 
 class MeterCall(Protocol):
