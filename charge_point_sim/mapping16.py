@@ -20,7 +20,6 @@ from charge_point_sim.profiles import (
     RateUnit,
     Recurrency,
     Schedule,
-    SchedulePeriod,
 )
 from charge_point_sim.station import Settings
 from charge_point_sim.wire import (
@@ -35,6 +34,7 @@ from charge_point_sim.wire import (
     optional_time,
     rounded,
     samples,
+    schedule_periods,
     truncate_01,
 )
 
@@ -52,17 +52,7 @@ def _enum(cls: type[Any], value: object, name: str) -> Any:
 def profile_from_16(payload: Mapping[str, Any]) -> ChargingProfile:
     """A 1.6 ``csChargingProfiles`` (snake_case) as a model profile. Raises PayloadError."""
     sched = mapping(payload.get("charging_schedule"), "chargingSchedule")
-    raw_periods = sched.get("charging_schedule_period")
-    if not isinstance(raw_periods, Sequence):
-        raise PayloadError("chargingSchedulePeriod must be a list")
-    periods = tuple(
-        SchedulePeriod(
-            start_period_s=integer(p.get("start_period"), "startPeriod"),
-            limit=number(p.get("limit"), "limit"),
-            number_phases=optional_int(p.get("number_phases"), "numberPhases"),
-        )
-        for p in (mapping(x, "chargingSchedulePeriod") for x in raw_periods)
-    )
+    periods = schedule_periods(sched)
     min_rate = sched.get("min_charging_rate")
     tx_id = payload.get("transaction_id")
     recurrency = payload.get("recurrency_kind")

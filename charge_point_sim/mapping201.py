@@ -21,7 +21,6 @@ from charge_point_sim.profiles import (
     RateUnit,
     Recurrency,
     Schedule,
-    SchedulePeriod,
 )
 from charge_point_sim.station import Settings
 from charge_point_sim.wire import (
@@ -34,6 +33,7 @@ from charge_point_sim.wire import (
     optional_time,
     rounded,
     samples,
+    schedule_periods,
     truncate_01,
 )
 
@@ -60,17 +60,7 @@ def profile_from_201(payload: Mapping[str, Any]) -> ChargingProfile:
     if not isinstance(schedules, Sequence) or len(schedules) != 1:
         raise PayloadError("this station takes exactly one chargingSchedule per profile")
     sched = mapping(schedules[0], "chargingSchedule")
-    raw_periods = sched.get("charging_schedule_period")
-    if not isinstance(raw_periods, Sequence):
-        raise PayloadError("chargingSchedulePeriod must be a list")
-    periods = tuple(
-        SchedulePeriod(
-            start_period_s=integer(p.get("start_period"), "startPeriod"),
-            limit=number(p.get("limit"), "limit"),
-            number_phases=optional_int(p.get("number_phases"), "numberPhases"),
-        )
-        for p in (mapping(x, "chargingSchedulePeriod") for x in raw_periods)
-    )
+    periods = schedule_periods(sched)
     min_rate = sched.get("min_charging_rate")
     tx_id = payload.get("transaction_id")
     recurrency = payload.get("recurrency_kind")

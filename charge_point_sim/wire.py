@@ -6,7 +6,7 @@ Pure functions only. Payloads are the snake_case dicts the ``ocpp`` package hand
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -14,6 +14,7 @@ from typing import Any
 
 from charge_point_sim.errors import SimulatorError
 from charge_point_sim.ev_model import MeterReading
+from charge_point_sim.profiles import SchedulePeriod
 
 # Float noise tolerated when truncating to 0.1 (an A <-> W conversion that should give 16.0 and
 # gives 15.9999999999 must not become 15.9).
@@ -113,3 +114,18 @@ def rounded(sample: Sample) -> float:
     if sample.measurand == ENERGY:
         return float(math.floor(sample.value))
     return round(sample.value, 1)
+
+
+def schedule_periods(schedule: Mapping[str, Any]) -> tuple[SchedulePeriod, ...]:
+    """The periods of a chargingSchedule (snake_case; the same in 1.6 and 2.0.1)."""
+    raw = schedule.get("charging_schedule_period")
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        raise PayloadError("chargingSchedulePeriod must be a list")
+    return tuple(
+        SchedulePeriod(
+            start_period_s=integer(p.get("start_period"), "startPeriod"),
+            limit=number(p.get("limit"), "limit"),
+            number_phases=optional_int(p.get("number_phases"), "numberPhases"),
+        )
+        for p in (mapping(x, "chargingSchedulePeriod") for x in raw)
+    )
