@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from csms.domain.clock import Clock
-from csms.ocpp.frames import check_frame, fix_outgoing, summary
+from csms.ocpp.frames import fix_outgoing, parse_frame, summary
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,17 @@ class MessageLogWriter:
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=max_queue)
         self.dropped = 0
 
-    def record(self, charge_point_id: str, direction: str, raw: str, when: datetime) -> None:
-        """Queue one frame (never blocks)."""
+    def record(
+        self,
+        charge_point_id: str,
+        direction: str,
+        raw: str,
+        when: datetime,
+        parsed: list[Any] | None = None,
+    ) -> None:
+        """Queue one frame (never blocks). ``parsed``: the frame already decoded, if it was."""
         try:
-            kind, unique_id, action, payload = summary(raw)
+            kind, unique_id, action, payload = summary(raw, parsed)
         except (ValueError, TypeError, IndexError, KeyError):
             kind, unique_id, action, payload = 0, "-1", None, {"raw": raw[:2000]}
         row = {
@@ -125,8 +132,8 @@ class LoggedConnection:
         while True:
             raw = await self._ws.recv()
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-            self._writer.record(self._id, "in", text, self._clock.now())
-            problem = check_frame(text, self._version, self._known_actions)
+            msg, problem = parse_frame(text, self._version, self._known_actions)
+            self._writer.record(self._id, "in", text, self._clock.now(), msg)
             if problem is None:
                 return text
             log.warning(

@@ -21,7 +21,14 @@ def _error(version: str, unique_id: str, code: str, description: str) -> str:
 def check_frame(
     raw: str | bytes, version: str, known_actions: frozenset[str] = frozenset()
 ) -> str | None:
-    """None when the frame is well formed; otherwise the CALLERROR frame to send back.
+    """None when the frame is well formed; otherwise the CALLERROR frame to send back."""
+    return parse_frame(raw, version, known_actions)[1]
+
+
+def parse_frame(
+    raw: str | bytes, version: str, known_actions: frozenset[str] = frozenset()
+) -> tuple[list[Any] | None, str | None]:
+    """``(message, None)`` for a well-formed frame, else ``(None, CALLERROR frame to send back)``.
 
     A CALL whose action is not in ``known_actions`` (when given) is answered NotImplemented:
     "Requested Action is not known by receiver" (1.6 §4.2.3; the ocpp package says NotSupported).
@@ -29,26 +36,30 @@ def check_frame(
     try:
         msg: Any = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        return _error(version, "-1", "FormatViolation", "frame is not valid JSON")
+        return None, _error(version, "-1", "FormatViolation", "frame is not valid JSON")
     if not isinstance(msg, list) or not msg:
-        return _error(version, "-1", "FormatViolation", "frame is not a JSON array")
+        return None, _error(version, "-1", "FormatViolation", "frame is not a JSON array")
     unique_id = msg[1] if len(msg) > 1 and isinstance(msg[1], str) else "-1"
     kind = msg[0]
     if kind not in (CALL, CALLRESULT, CALLERROR) or isinstance(kind, bool):
         code = "MessageTypeNotSupported" if version != "ocpp1.6" else "PropertyConstraintViolation"
-        return _error(version, unique_id, code, f"unknown message type {kind!r}")
+        return None, _error(version, unique_id, code, f"unknown message type {kind!r}")
     if not isinstance(msg[1] if len(msg) > 1 else None, str) or len(unique_id) > 36:
-        return _error(version, "-1", "FormatViolation", "message id must be a string of <= 36")
+        return None, _error(
+            version, "-1", "FormatViolation", "message id must be a string of <= 36"
+        )
     if kind == CALL:
         if len(msg) != 4 or not isinstance(msg[2], str) or not isinstance(msg[3], dict):
-            return _error(
+            return None, _error(
                 version, unique_id, "FormatViolation", "a CALL is [2, id, action, {payload}]"
             )
         if known_actions and msg[2] not in known_actions:
-            return _error(version, unique_id, "NotImplemented", f"unknown action {msg[2]!r}")
+            return None, _error(version, unique_id, "NotImplemented", f"unknown action {msg[2]!r}")
     elif kind == CALLRESULT and (len(msg) != 3 or not isinstance(msg[2], dict)):
-        return _error(version, unique_id, "FormatViolation", "a CALLRESULT is [3, id, {payload}]")
-    return None
+        return None, _error(
+            version, unique_id, "FormatViolation", "a CALLRESULT is [3, id, {payload}]"
+        )
+    return msg, None
 
 
 def fix_outgoing(text: str, version: str) -> str:
@@ -58,9 +69,10 @@ def fix_outgoing(text: str, version: str) -> str:
     return text
 
 
-def summary(raw: str) -> tuple[int, str, str | None, Any]:
+def summary(raw: str, msg: list[Any] | None = None) -> tuple[int, str, str | None, Any]:
     """(message type, unique id, action, payload) of a well-formed frame, for the message log."""
-    msg = json.loads(raw)
+    if msg is None:
+        msg = json.loads(raw)
     kind, unique_id = int(msg[0]), str(msg[1])
     if kind == CALL:
         return kind, unique_id, str(msg[2]), msg[3]

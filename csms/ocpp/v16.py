@@ -12,6 +12,7 @@ from ocpp.v16.enums import Action, DataTransferStatus, RegistrationStatus
 from csms.ocpp import mapping16
 from csms.ocpp.connection import LoggedConnection
 from csms.ocpp.context import ConnectionContext
+from csms.ocpp.hot_checks import check_meter_values
 from csms.ocpp.parsing import ocpp_time
 from csms.services.meter_batcher import MeterBatchItem
 
@@ -50,7 +51,7 @@ class CentralSystem16(ChargePoint):  # type: ignore[misc]
             status=RegistrationStatus.accepted,
         )
 
-    @on(Action.heartbeat)
+    @on(Action.heartbeat, skip_schema_validation=True)  # an empty object: nothing to check
     async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:
         await self.ctx.service.seen(self.id)
         return call_result.Heartbeat(current_time=ocpp_time(self.ctx.clock.now()))
@@ -93,8 +94,9 @@ class CentralSystem16(ChargePoint):  # type: ignore[misc]
             return call_result.StopTransaction(id_tag_info={"status": status})
         return call_result.StopTransaction()
 
-    @on(Action.meter_values)
+    @on(Action.meter_values, skip_schema_validation=True)  # see csms.ocpp.hot_checks
     async def on_meter_values(self, **p: Any) -> call_result.MeterValues:
+        check_meter_values(p, VERSION)
         tx = p.get("transaction_id")
         await self.ctx.meters.submit(
             MeterBatchItem(

@@ -12,6 +12,7 @@ from ocpp.v201.enums import Action
 from csms.ocpp import mapping201
 from csms.ocpp.connection import LoggedConnection
 from csms.ocpp.context import ConnectionContext
+from csms.ocpp.hot_checks import check_meter_values
 from csms.ocpp.parsing import ocpp_time
 from csms.services.meter_batcher import MeterBatchItem
 
@@ -44,7 +45,7 @@ class CentralSystem201(ChargePoint):  # type: ignore[misc]
             status="Accepted",
         )
 
-    @on(Action.heartbeat)
+    @on(Action.heartbeat, skip_schema_validation=True)  # an empty object: nothing to check
     async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:
         await self.ctx.service.seen(self.id)
         return call_result.Heartbeat(current_time=ocpp_time(self.ctx.clock.now()))
@@ -74,8 +75,9 @@ class CentralSystem201(ChargePoint):  # type: ignore[misc]
             return call_result.TransactionEvent()
         return call_result.TransactionEvent(id_token_info={"status": result.id_token_status})
 
-    @on(Action.meter_values)
+    @on(Action.meter_values, skip_schema_validation=True)  # see csms.ocpp.hot_checks
     async def on_meter_values(self, **p: Any) -> call_result.MeterValues:
+        check_meter_values(p, VERSION)
         await self.ctx.meters.submit(
             MeterBatchItem(
                 self.id,

@@ -163,6 +163,17 @@ async def test_whole_transaction_201_with_resent_events(run_csms: RunCsms) -> No
         ('[7, "id-2", "Heartbeat", {}]', "PropertyConstraintViolation"),
         ('[2, "id-3", "BootNotification", {"chargePointVendor": 5}]', "TypeConstraintViolation"),
         ('[2, "id-4", "NoSuchAction", {}]', "NotImplemented"),
+        # MeterValues skip the schema (csms.ocpp.hot_checks) but get the same answers.
+        ('[2, "id-5", "MeterValues", {"meterValue": []}]', "OccurenceConstraintViolation"),
+        (
+            '[2, "id-6", "MeterValues", {"connectorId": 1, "meterValue": '
+            '[{"timestamp": "2026-01-01T00:00:00Z", "sampledValue": [{"value": 5}]}]}]',
+            "TypeConstraintViolation",
+        ),
+        (
+            '[2, "id-7", "MeterValues", {"connectorId": "one", "meterValue": [{}]}]',
+            "TypeConstraintViolation",
+        ),
     ],
 )
 async def test_malformed_frames_get_callerror_and_the_connection_stays(

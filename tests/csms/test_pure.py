@@ -217,3 +217,55 @@ def test_every_setting_is_documented_in_the_readme() -> None:
             continue
         for sub in subfields:
             assert f"`CSMS_{name.upper()}__{sub.upper()}`" in readme, f"{name}.{sub}"
+
+
+@pytest.mark.parametrize(
+    ("payload", "version", "code"),
+    [
+        (
+            {"meter_value": [{"timestamp": "t", "sampled_value": [{"value": "1"}]}]},
+            "ocpp1.6",
+            "OccurenceConstraintViolation",
+        ),
+        ({"evse_id": 1}, "ocpp2.0.1", "OccurrenceConstraintViolation"),
+        ({"connector_id": -1, "meter_value": []}, "ocpp1.6", "TypeConstraintViolation"),
+        ({"connector_id": 1, "meter_value": []}, "ocpp1.6", "TypeConstraintViolation"),
+        (
+            {"connector_id": 1, "transaction_id": "7", "meter_value": [{}]},
+            "ocpp1.6",
+            "TypeConstraintViolation",
+        ),
+        (
+            {"connector_id": 1, "meter_value": [{"sampled_value": [{"value": "1"}]}]},
+            "ocpp1.6",
+            "OccurenceConstraintViolation",
+        ),
+        (
+            {"evse_id": 1, "meter_value": [{"timestamp": "t", "sampled_value": [{"value": "1"}]}]},
+            "ocpp2.0.1",
+            "TypeConstraintViolation",
+        ),
+        (
+            {"evse_id": 1, "meter_value": [{"timestamp": "t", "sampled_value": [{}]}]},
+            "ocpp2.0.1",
+            "OccurrenceConstraintViolation",
+        ),
+    ],
+)
+def test_hot_message_checks(payload: dict[str, object], version: str, code: str) -> None:
+    from ocpp.exceptions import OCPPError
+
+    from csms.ocpp.hot_checks import check_meter_values
+
+    with pytest.raises(OCPPError) as exc:
+        check_meter_values(payload, version)
+    assert exc.value.code == code
+
+
+def test_hot_message_checks_accept_valid_payloads() -> None:
+    from csms.ocpp.hot_checks import check_meter_values
+
+    sv16 = {"timestamp": "2026-01-01T00:00:00Z", "sampled_value": [{"value": "1.5", "unit": "kWh"}]}
+    check_meter_values({"connector_id": 0, "transaction_id": 3, "meter_value": [sv16]}, "ocpp1.6")
+    sv201 = {"timestamp": "2026-01-01T00:00:00Z", "sampled_value": [{"value": 1.5}]}
+    check_meter_values({"evse_id": 0, "meter_value": [sv201]}, "ocpp2.0.1")
