@@ -351,3 +351,57 @@ async def test_offline_events_out_of_order_and_ev_needs_201(run_csms: RunCsms) -
             evse_id=2, charging_needs={"requestedEnergyTransfer": "DC"}
         )
         assert (await cs.call(other, suppress=False)).status == "Rejected"
+
+
+@pytest.mark.parametrize("version", ["ocpp1.6", "ocpp2.0.1"])
+async def test_reconnect_and_resend_counts_nothing_twice(run_csms: RunCsms, version: str) -> None:
+    async with run_csms(**OPEN) as rt:
+        port = rt.ocpp.port
+        if version == "ocpp1.6":
+            start = c16.StartTransaction(
+                connector_id=1, id_tag="T", meter_start=500, timestamp="2026-01-05T08:00:00Z"
+            )
+            stop_args = {"meter_stop": 2500, "timestamp": "2026-01-05T09:00:00Z"}
+            async with connect(port, "RC-1", version) as cp:
+                await boot16(cp)
+                tx = (await cp.call(start, suppress=False)).transaction_id
+            # The connection dropped before the charger saw the answer: it resends both.
+            async with connect(port, "RC-1", version) as cp:
+                assert (await cp.call(start, suppress=False)).transaction_id == tx
+                stop = c16.StopTransaction(transaction_id=tx, **stop_args)
+                await cp.call(stop, suppress=False)
+            async with connect(port, "RC-1", version) as cp:
+                await cp.call(stop, suppress=False)
+        else:
+
+            def ev(kind: str, seq: int, wh: float) -> Any:
+                return c201.TransactionEvent(
+                    event_type=kind,
+                    timestamp=f"2026-01-05T0{8 + seq}:00:00Z",
+                    trigger_reason="Authorized",
+                    seq_no=seq,
+                    transaction_info={"transactionId": "RC-T"},
+                    evse={"id": 1, "connectorId": 1},
+                    meter_value=[
+                        {
+                            "timestamp": f"2026-01-05T0{8 + seq}:00:00Z",
+                            "sampledValue": [{"value": wh}],
+                        }
+                    ],
+                )
+
+            async with connect(port, "RC-1", version) as cs:
+                await boot201(cs)
+                await cs.call(ev("Started", 0, 500), suppress=False)
+            async with connect(port, "RC-1", version) as cs:
+                await cs.call(ev("Started", 0, 500), suppress=False)
+                await cs.call(ev("Ended", 1, 2500), suppress=False)
+            async with connect(port, "RC-1", version) as cs:
+                await cs.call(ev("Ended", 1, 2500), suppress=False)
+        q = Queries(rt.sessions)
+        [tx_view] = await q.transactions()
+        assert not tx_view.active
+        assert tx_view.energy_wh == 2000.0
+        full = await q.transaction(tx_view.id)
+        assert full is not None
+        assert len(full.meter_values or []) == (0 if version == "ocpp1.6" else 2)
