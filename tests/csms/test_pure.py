@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from websockets.datastructures import Headers
@@ -269,3 +270,27 @@ def test_hot_message_checks_accept_valid_payloads() -> None:
     check_meter_values({"connector_id": 0, "transaction_id": 3, "meter_value": [sv16]}, "ocpp1.6")
     sv201 = {"timestamp": "2026-01-01T00:00:00Z", "sampled_value": [{"value": 1.5}]}
     check_meter_values({"evse_id": 0, "meter_value": [sv201]}, "ocpp2.0.1")
+
+
+def test_register_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from csms.register import main as register
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    assert register(["CP-9", "--password", "short", "--database-url", url]) == 2
+    assert "at least 16" in capsys.readouterr().err
+    assert (
+        register(
+            [
+                "CP-9",
+                "--password",
+                "sixteen-chars-ok",
+                "--max-power-kw",
+                "22",
+                "--database-url",
+                url,
+            ]
+        )
+        == 0
+    )
+    assert "registered CP-9 with a password" in capsys.readouterr().out
+    assert register(["CP-9", "--no-password", "--database-url", "mysql://x/y"]) == 2
