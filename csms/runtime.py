@@ -54,6 +54,7 @@ async def run(settings: Settings, clock: Clock | None = None) -> AsyncIterator[R
             allow_unknown_chargers=settings.ocpp.allow_unknown_chargers,
             accept_unknown_id_tokens=settings.ocpp.accept_unknown_id_tokens,
         )
+        await stations.mark_all_disconnected()  # whatever a crash left behind
         server = OcppServer(settings.ocpp, stations, clock)
         gateway = OcppGateway(server, stations)
         runtime = Runtime(settings, engine, sessions, clock, stations, server, gateway)

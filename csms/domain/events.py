@@ -34,7 +34,7 @@ class StatusChanged:
     connector_id: int
     status: str
     error_code: str | None
-    timestamp: datetime
+    timestamp: datetime | None  # None: the charger sent none (1.6 makes it optional)
 
 
 @dataclass(frozen=True, slots=True)

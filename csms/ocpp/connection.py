@@ -40,7 +40,8 @@ class MessageLogWriter:
     """Writes raw frames to the database in batches, off the receive path.
 
     A slow or failing database never blocks or breaks a charger's connection: frames queue up (up
-    to a bound, beyond which the oldest news is dropped with a warning) and are retried next batch.
+    to a bound, beyond which new frames are not logged, with a warning). A batch that fails is
+    written again row by row, so only the rows the database refuses are lost (and logged).
     """
 
     def __init__(self, sink: MessageSink, clock: Clock, max_queue: int = 100_000) -> None:
@@ -60,8 +61,11 @@ class MessageLogWriter:
         """Queue one frame (never blocks). ``parsed``: the frame already decoded, if it was."""
         try:
             kind, unique_id, action, payload = summary(raw, parsed)
-        except (ValueError, TypeError, IndexError, KeyError):
+        except (ValueError, TypeError, IndexError, KeyError, RecursionError):
             kind, unique_id, action, payload = 0, "-1", None, {"raw": raw[:2000]}
+        # PostgreSQL text cannot hold NUL: one hostile frame must not sink its whole batch.
+        unique_id = unique_id.replace("\x00", "")
+        action = None if action is None else action.replace("\x00", "")
         row = {
             "charge_point_id": charge_point_id,
             "direction": direction,
@@ -102,8 +106,14 @@ class MessageLogWriter:
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         try:
             await self._sink.log_messages_raw(rows)
+            return
         except Exception:  # logged: the message log must never take a connection down
-            log.exception("could not write %d frames to the message log", len(rows))
+            if len(rows) == 1:
+                log.exception("could not write a frame to the message log: %r", rows[0])
+                return
+            log.warning("a batch of %d frames failed; writing them one by one", len(rows))
+        for row in rows:
+            await self._write([row])
 
 
 class LoggedConnection:
@@ -133,6 +143,8 @@ class LoggedConnection:
             raw = await self._ws.recv()
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
             msg, problem = parse_frame(text, self._version, self._known_actions)
+            if msg is None:  # unparseable: keep it raw, do not parse it a second time
+                msg = [0, "-1", None, {"raw": text[:2000]}]
             self._writer.record(self._id, "in", text, self._clock.now(), msg)
             if problem is None:
                 return text

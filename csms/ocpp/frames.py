@@ -74,6 +74,8 @@ def summary(raw: str, msg: list[Any] | None = None) -> tuple[int, str, str | Non
     if msg is None:
         msg = json.loads(raw)
     kind, unique_id = int(msg[0]), str(msg[1])
+    if kind == 0:  # placeholder for a frame that could not be parsed
+        return 0, unique_id, None, msg[3]
     if kind == CALL:
         return kind, unique_id, str(msg[2]), msg[3]
     if kind == CALLRESULT:

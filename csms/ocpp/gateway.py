@@ -11,6 +11,7 @@ from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 from ocpp.exceptions import OCPPError
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
+from websockets.exceptions import ConnectionClosed
 
 from csms.domain.commands import Command, CommandResult
 from csms.ocpp.commands import CommandMappingError, to_call_16, to_call_201
@@ -84,6 +85,12 @@ class OcppGateway:
             return CommandResult(
                 ok=False,
                 error=f"{exc.code}: {exc.description}",
+                latency_s=time.perf_counter() - t0,
+            )
+        except ConnectionClosed:
+            return CommandResult(
+                ok=False,
+                error="connection lost before the answer",
                 latency_s=time.perf_counter() - t0,
             )
         except TimeoutError:

@@ -28,14 +28,19 @@ def boot(p: dict[str, Any]) -> Booted:
 
 
 def status(p: dict[str, Any], now: datetime) -> StatusChanged:
-    """StatusNotification.req (1.6 has connectors only: evse_id is 0)."""
+    """StatusNotification.req. 1.6 has connectors only: connector N is EVSE N (0: the charger).
+
+    The timestamp is optional in 1.6; without one the status is simply the newest we know.
+    """
     code = p.get("error_code")
+    connector = int(p.get("connector_id", 0))
+    stamp = p.get("timestamp")
     return StatusChanged(
-        evse_id=0,
-        connector_id=int(p.get("connector_id", 0)),
+        evse_id=connector,
+        connector_id=connector,
         status=str(p.get("status", "Unknown")),
         error_code=None if code in (None, "NoError") else str(code),
-        timestamp=parse_time(p.get("timestamp"), now),
+        timestamp=parse_time(stamp, now) if stamp is not None else None,
     )
 
 
@@ -66,9 +71,10 @@ def samples(meter_value: list[dict[str, Any]], now: datetime) -> list[MeterSampl
 
 def start(p: dict[str, Any], now: datetime) -> TransactionStarted:
     """StartTransaction.req."""
+    connector = int(p.get("connector_id", 0))
     return TransactionStarted(
-        evse_id=0,
-        connector_id=int(p.get("connector_id", 0)),
+        evse_id=connector,  # 1.6 connector N is EVSE N
+        connector_id=connector,
         id_tag=p.get("id_tag"),
         timestamp=parse_time(p.get("timestamp"), now),
         meter_start_wh=parse_float(p.get("meter_start")),

@@ -80,7 +80,8 @@ def transaction_event(p: dict[str, Any], now: datetime) -> TransactionEventRecei
         offline=bool(p.get("offline", False)),
         evse_id=int(evse.get("id", 0)),
         connector_id=int(evse.get("connector_id", 1 if evse.get("id") else 0)),
-        id_tag=token.get("id_token"),
+        # NoAuthorization tokens carry an empty idToken: nothing to authorize (2.0.1 C01).
+        id_tag=None if token.get("type") == "NoAuthorization" else token.get("id_token"),
         charging_state=info.get("charging_state"),
         stopped_reason=info.get("stopped_reason"),
         samples=tuple(samples(p.get("meter_value") or [], now)),

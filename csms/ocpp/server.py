@@ -175,7 +175,9 @@ class OcppServer:
         self._sockets[cp_id] = ws
         if previous is not None:
             log.info("second connection replaces the first", extra={"charge_point": cp_id})
-            await previous.close(code=1000, reason="replaced by a new connection")
+            # A charger reconnects because it thinks the old socket is dead: a closing handshake
+            # on it would wait out its timeout (10 s) before the new one is served. Drop it.
+            previous.transport.abort()
         ctx = ConnectionContext(
             service=self.service,
             meters=self.meters,
@@ -198,9 +200,9 @@ class OcppServer:
         )
         cp._response_timeout = self.settings.response_timeout_s
         self.connections[cp_id] = cp
-        await self.service.connected(cp_id, version, password)
-        log.info("charger connected", extra={"charge_point": cp_id, "ocpp_version": version})
         try:
+            await self.service.connected(cp_id, version, password)
+            log.info("charger connected", extra={"charge_point": cp_id, "ocpp_version": version})
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._after_boot(cp))
                 await cp.start()

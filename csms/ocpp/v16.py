@@ -101,7 +101,7 @@ class CentralSystem16(ChargePoint):  # type: ignore[misc]
         await self.ctx.meters.submit(
             MeterBatchItem(
                 self.id,
-                0,
+                int(p["connector_id"]),  # 1.6 connector N is EVSE N; checked above
                 None if tx is None else str(tx),
                 mapping16.samples(p.get("meter_value") or [], self.ctx.clock.now()),
             )

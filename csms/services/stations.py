@@ -6,6 +6,8 @@ operation is idempotent where a charger may resend (after a reconnect), so nothi
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from csms.db.models import (
     MeterValue,
     OutboundCall,
     SessionNeeds,
+    Site,
     Transaction,
     TransactionEventLog,
     as_utc,
@@ -48,6 +51,11 @@ from csms.services.passwords import hash_password, verify_password
 log = logging.getLogger(__name__)
 
 CLOSED_BY_REBOOT = "ChargerRebooted"
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password("no charger has this password")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +105,9 @@ class StationService:
     ) -> None:
         """Create or update a charger's registration (password stored hashed)."""
         async with self._sessions.begin() as s:
+            if site_id is not None and await s.get(Site, site_id) is None:
+                s.add(Site(id=site_id, name=site_id))  # sites are configured later (cap etc.)
+                await s.flush()
             cp = await s.get(ChargePoint, charge_point_id)
             if cp is None:
                 cp = ChargePoint(id=charge_point_id)
@@ -112,11 +123,14 @@ class StationService:
         """May this charger connect? Unknown chargers only with self-registration on."""
         async with self._sessions() as s:
             cp = await s.get(ChargePoint, charge_point_id)
-        if cp is None:
-            return self.allow_unknown_chargers
-        if cp.password_hash is None:
+        stored = cp.password_hash if cp is not None else _dummy_hash()
+        if cp is not None and stored is None:
             return True  # registered without a password: security profile 0
-        return password is not None and verify_password(password, cp.password_hash)
+        assert stored is not None
+        # scrypt takes tens of milliseconds: off the event loop. Unknown ids pay the same cost so
+        # that the answer's timing does not tell which ids exist.
+        ok = password is not None and await asyncio.to_thread(verify_password, password, stored)
+        return ok if cp is not None else self.allow_unknown_chargers
 
     # --- connection and boot --------------------------------------------------------------
 
@@ -135,6 +149,11 @@ class StationService:
             cp.ocpp_version = version
             cp.last_seen = now
             s.add(cp)
+
+    async def mark_all_disconnected(self) -> None:
+        """At start (single process): no charger is connected yet, whatever a crash left behind."""
+        async with self._sessions.begin() as s:
+            await (await s.connection()).execute(update(ChargePoint).values(connected=False))
 
     async def disconnected(self, charge_point_id: str) -> None:
         """A charger's connection closed."""
@@ -161,6 +180,8 @@ class StationService:
             cp.last_seen = now
             s.add(cp)
             closed: list[int] = []
+            if boot.reason == "Triggered":
+                return closed  # asked by us (TriggerMessage), not a reboot: nothing was lost
             open_txs = (
                 await s.exec(
                     select(Transaction).where(
@@ -216,13 +237,14 @@ class StationService:
                     evse_id=status.evse_id,
                     connector_id=status.connector_id,
                 )
-            else:
+            elif status.timestamp is not None and row.updated_at is not None:
                 previous = as_utc(row.updated_at)
                 if previous is not None and previous > status.timestamp:
                     return  # a late, resent notification must not overwrite a newer status
             row.status = status.status
             row.error_code = status.error_code
-            row.updated_at = status.timestamp
+            # Without a charger time, "received now" is the best we know.
+            row.updated_at = status.timestamp or self._clock.now()
             s.add(row)
 
     # --- tokens --------------------------------------------------------------------------
@@ -348,6 +370,8 @@ class StationService:
                 tx.evse_id, tx.connector_id = ev.evse_id, ev.connector_id
             await self._store_samples(s, charge_point_id, tx.evse_id, tx.id, list(ev.samples))
             energy = energy_register_wh(ev.samples)
+            if tx.meter_start_wh is None and energy is not None:
+                tx.meter_start_wh = energy  # a Started event often carries no reading
             # Offline events arrive late and out of order: only move forward.
             if energy is not None and (tx.last_energy_wh is None or energy >= tx.last_energy_wh):
                 tx.last_energy_wh = energy

@@ -405,3 +405,74 @@ async def test_reconnect_and_resend_counts_nothing_twice(run_csms: RunCsms, vers
         full = await q.transaction(tx_view.id)
         assert full is not None
         assert len(full.meter_values or []) == (0 if version == "ocpp1.6" else 2)
+
+
+async def test_meter_values_of_two_1_6_connectors_at_the_same_time(run_csms: RunCsms) -> None:
+    async with run_csms(**OPEN) as rt, connect(rt.ocpp.port, "CP-2C", "ocpp1.6") as cp:
+        await boot16(cp)
+        for connector in (1, 2):
+            mv = [
+                {"timestamp": "2026-01-05T08:15:00Z", "sampledValue": [{"value": str(connector)}]}
+            ]
+            await cp.call(c16.MeterValues(connector_id=connector, meter_value=mv), suppress=False)
+        assert await count_rows(rt.sessions, MeterValue) == 2
+
+
+async def test_reconnect_is_served_at_once_when_the_old_socket_is_dead(run_csms: RunCsms) -> None:
+    async with run_csms(**OPEN) as rt:
+        port = rt.ocpp.port
+        async with connect(port, "CP-HALF", "ocpp1.6") as old:
+            await boot16(old)
+            old._connection.transport.pause_reading()  # half-open: it will never answer a close
+            t0 = asyncio.get_running_loop().time()
+            async with connect(port, "CP-HALF", "ocpp1.6") as new:
+                assert (await boot16(new)).status == "Accepted"
+            assert asyncio.get_running_loop().time() - t0 < 3
+            old._connection.transport.abort()  # end the test client quickly too
+
+
+async def test_triggered_boot_keeps_transactions_and_energy_starts_at_first_reading(
+    run_csms: RunCsms,
+) -> None:
+    async with run_csms(**OPEN) as rt, connect(rt.ocpp.port, "CS-TB", "ocpp2.0.1") as cs:
+        await boot201(cs)
+
+        def event(kind: str, seq: int, wh: float | None) -> Any:
+            return c201.TransactionEvent(
+                event_type=kind,
+                timestamp=f"2026-01-05T08:0{seq}:00Z",
+                trigger_reason="CablePluggedIn",
+                seq_no=seq,
+                transaction_info={"transactionId": "TB-1"},
+                evse={"id": 1, "connectorId": 1},
+                id_token={"idToken": "", "type": "NoAuthorization"} if seq == 0 else None,
+                meter_value=None
+                if wh is None
+                else [{"timestamp": f"2026-01-05T08:0{seq}:00Z", "sampledValue": [{"value": wh}]}],
+            )
+
+        started = await cs.call(event("Started", 0, None), suppress=False)
+        assert started.id_token_info is None  # NoAuthorization: nothing to refuse
+        await cs.call(event("Updated", 1, 7000), suppress=False)
+        await cs.call(event("Updated", 2, 9000), suppress=False)
+        await cs.call(
+            c201.BootNotification(
+                charging_station={"vendor_name": "Acme", "model": "AC22"}, reason="Triggered"
+            ),
+            suppress=False,
+        )
+        q = Queries(rt.sessions)
+        [tx] = await q.transactions(active=True)
+        assert tx.meter_start_wh == 7000.0
+        assert tx.energy_wh == 2000.0
+
+
+async def test_connected_flags_are_reset_at_start(run_csms: RunCsms) -> None:
+    async with run_csms(**OPEN) as rt:
+        await rt.stations.register_charge_point("GHOST", site_id="depot")
+        await rt.stations.connected("GHOST", "ocpp1.6", None)  # as a crash would leave it
+    async with run_csms(**OPEN) as rt:
+        view = await Queries(rt.sessions).charge_point("GHOST")
+        assert view is not None
+        assert not view.connected
+        assert view.site_id == "depot"

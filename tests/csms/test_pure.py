@@ -65,12 +65,13 @@ def test_mapping_16() -> None:
     )
     assert (boot.vendor, boot.model, boot.firmware_version) == ("V", "M", "1")
     st = mapping16.status({"connector_id": 2, "error_code": "NoError", "status": "Charging"}, NOW)
+    # 1.6 connector N is EVSE N; no timestamp sent: None (the newest status wins).
     assert (st.evse_id, st.connector_id, st.status, st.error_code, st.timestamp) == (
-        0,
+        2,
         2,
         "Charging",
         None,
-        NOW,
+        None,
     )
     samples = mapping16.samples(
         [
