@@ -241,6 +241,8 @@ async def test_second_connection_replaces_the_first(run_csms: RunCsms) -> None:
                 view = await q.charge_point("CP-2")
                 assert view is not None
                 assert view.connected  # the old socket closing must not mark it offline
+                assert first._connection.state.name == "CLOSED"  # the first one was dropped
+                assert (await boot16(second)).status == "Accepted"  # the new one still works
 
 
 async def test_state_survives_a_restart_and_reboot_closes_open_transactions(
