@@ -35,7 +35,7 @@ from charge_point_sim.wire import (
     rounded,
     samples,
     schedule_periods,
-    truncate_01,
+    wire_periods,
 )
 
 # ChargingScheduleAllowedChargingRateUnit values (1.6 section 9.4.2).
@@ -89,19 +89,7 @@ def composite_to_16(cs: CompositeSchedule) -> dict[str, Any]:
     startPeriod in whole seconds (a period starting within a second takes that second), limits
     rounded down to 0.1, equal neighbours merged.
     """
-    periods: list[dict[str, Any]] = []
-    for p in cs.periods:
-        start = int(p.start_s)
-        limit = truncate_01(p.limit)
-        if periods and periods[-1]["start_period"] == start:
-            periods.pop()
-        if (
-            periods
-            and periods[-1]["limit"] == limit
-            and periods[-1]["number_phases"] == p.number_phases
-        ):
-            continue
-        periods.append({"start_period": start, "limit": limit, "number_phases": p.number_phases})
+    periods = wire_periods(cs)
     return {
         "duration": int(cs.duration_s),
         "start_schedule": format_time(cs.start),

@@ -34,7 +34,7 @@ from charge_point_sim.wire import (
     rounded,
     samples,
     schedule_periods,
-    truncate_01,
+    wire_periods,
 )
 
 EXTERNAL_CONSTRAINTS = "ChargingStationExternalConstraints"
@@ -114,19 +114,7 @@ def composite_to_201(cs: CompositeSchedule) -> dict[str, Any]:
 
     startPeriod in whole seconds, limits rounded down to 0.1, equal neighbours merged.
     """
-    periods: list[dict[str, Any]] = []
-    for p in cs.periods:
-        start = int(p.start_s)
-        limit = truncate_01(p.limit)
-        if periods and periods[-1]["start_period"] == start:
-            periods.pop()
-        if (
-            periods
-            and periods[-1]["limit"] == limit
-            and periods[-1]["number_phases"] == p.number_phases
-        ):
-            continue
-        periods.append({"start_period": start, "limit": limit, "number_phases": p.number_phases})
+    periods = wire_periods(cs)
     return {
         "evse_id": cs.connector_id,
         "duration": int(cs.duration_s),

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from charge_point_sim.composite import CompositeSchedule
 from charge_point_sim.errors import SimulatorError
 from charge_point_sim.ev_model import MeterReading
 from charge_point_sim.profiles import SchedulePeriod
@@ -129,3 +130,25 @@ def schedule_periods(schedule: Mapping[str, Any]) -> tuple[SchedulePeriod, ...]:
         )
         for p in (mapping(x, "chargingSchedulePeriod") for x in raw)
     )
+
+
+def wire_periods(cs: CompositeSchedule) -> list[dict[str, Any]]:
+    """Composite periods as schedule periods on the wire (the same in 1.6 and 2.0.1).
+
+    startPeriod in whole seconds (a period starting within a second takes that second), limits
+    rounded down to 0.1, equal neighbours merged.
+    """
+    periods: list[dict[str, Any]] = []
+    for p in cs.periods:
+        start = int(p.start_s)
+        limit = truncate_01(p.limit)
+        if periods and periods[-1]["start_period"] == start:
+            periods.pop()
+        if (
+            periods
+            and periods[-1]["limit"] == limit
+            and periods[-1]["number_phases"] == p.number_phases
+        ):
+            continue
+        periods.append({"start_period": start, "limit": limit, "number_phases": p.number_phases})
+    return periods

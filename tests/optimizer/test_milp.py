@@ -7,6 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from optimizer import Problem, Status, solve
+from optimizer.feasibility import ZERO_KW
+from optimizer.formulation import PRIMARY_SCALE
 from optimizer.synthetic import congested_day
 from tests.optimizer.helpers import check_plan, problem, problems, session
 
@@ -74,7 +76,7 @@ def test_exact_milp_matches_the_pyomo_reference(p: Problem) -> None:
     assert ref.status is Status.OPTIMAL
     assert ours.solver.objective is not None
     assert ref.solver.objective is not None
-    assert ours.solver.objective == pytest.approx(ref.solver.objective, rel=1e-6, abs=1e-6)
+    assert ours.solver.objective == pytest.approx(ref.solver.objective, rel=1e-6, abs=_noise(p))
     check_plan(p, ref, min_power=True)
 
 
@@ -84,10 +86,16 @@ def test_array_lp_matches_the_pyomo_reference(p: Problem) -> None:
     ours = solve(p, "lp")
     ref = solve(p, "lp", engine="pyomo")
     assert ref.status is Status.OPTIMAL
-    assert ours.solver.objective == pytest.approx(ref.solver.objective, rel=1e-7, abs=1e-7)
+    assert ours.solver.objective == pytest.approx(ref.solver.objective, rel=1e-7, abs=_noise(p))
     assert ours.kpis.energy_delivered_kwh == pytest.approx(
-        ref.kpis.energy_delivered_kwh, rel=1e-6, abs=1e-6
+        ref.kpis.energy_delivered_kwh, rel=1e-6, abs=1e-6 + _noise(p) / PRIMARY_SCALE
     )
+
+
+def _noise(p: Problem) -> float:
+    """Objective either plan may lose when powers below ZERO_KW are zeroed as solver noise."""
+    hours = p.site.horizon_steps * p.site.step_minutes / 60
+    return 1e-6 + PRIMARY_SCALE * ZERO_KW * hours * len(p.sessions)
 
 
 def test_reference_engines_agree_on_a_real_sized_day() -> None:

@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 
 from optimizer import Method, Problem, Status, solve
+from optimizer.feasibility import ZERO_KW
 from tests.optimizer.helpers import check_plan, problems
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -41,14 +42,17 @@ def test_heuristic_and_baselines_are_feasible(p: Problem) -> None:
 @SETTINGS
 @given(problems())
 def test_lp_delivers_at_least_as_much_as_every_baseline(p: Problem) -> None:
-    # Equal priorities: the LP maximises total energy, so no capped baseline can beat it.
+    # Equal priorities: the LP maximises total energy, so no capped baseline can beat it. The LP's
+    # plan treats powers below ZERO_KW as solver noise (zero); the baselines do not, so they may
+    # deliver up to that much more per session and step.
+    noise = ZERO_KW * p.site.horizon_steps * p.site.step_minutes / 60 * len(p.sessions)
     lp = solve(p, "lp").kpis.energy_delivered_kwh
     for method in CAPPED_BASELINES:
         other = solve(p, method).kpis.energy_delivered_kwh
-        assert lp >= other - 1e-6 * max(1.0, other), method
+        assert lp >= other - 1e-6 * max(1.0, other) - noise, method
     uncontrolled = solve(p, Method.UNCONTROLLED)
-    if uncontrolled.kpis.cap_violation_steps == 0:
-        assert lp >= uncontrolled.kpis.energy_delivered_kwh - 1e-6
+    if uncontrolled.status is not Status.INFEASIBLE:  # it kept to the cap by chance
+        assert lp >= uncontrolled.kpis.energy_delivered_kwh - 1e-6 - noise
 
 
 @SETTINGS
