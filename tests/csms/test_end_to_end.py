@@ -279,11 +279,23 @@ async def test_state_survives_a_restart_and_reboot_closes_open_transactions(
 
 
 async def test_every_frame_is_in_the_message_log(run_csms: RunCsms) -> None:
+    from sqlmodel import select
+
     async with run_csms(**OPEN) as rt:
         async with connect(rt.ocpp.port, "CP-L", "ocpp1.6") as cp:
             await boot16(cp)
             await cp.call(c16.Heartbeat(), suppress=False)
-        await eventually(lambda: _at_least(rt, 4))
+            await eventually(lambda: _at_least(rt, 6))  # boot, GetConfiguration, heartbeat
+        async with rt.sessions() as s:
+            rows = (await s.exec(select(MessageLog).order_by(MessageLog.id))).all()
+        seen = {(r.direction, r.message_type, r.action) for r in rows}
+        assert ("in", 2, "BootNotification") in seen
+        assert ("out", 3, None) in seen  # the answers
+        assert ("out", 2, "GetConfiguration") in seen
+        assert ("in", 2, "Heartbeat") in seen
+        boot = next(r for r in rows if r.action == "BootNotification")
+        assert boot.payload == {"chargePointVendor": "Acme", "chargePointModel": "AC22"}
+        assert boot.charge_point_id == "CP-L"
         assert await count_rows(rt.sessions, MeterValue) == 0
 
 
