@@ -49,6 +49,9 @@ class ChargePoint(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=64)
     site_id: str | None = Field(default=None, foreign_key="site.id", index=True)
     password_hash: str | None = None
+    # Came in through self-registration: without a password it is admitted only while
+    # self-registration stays on (an operator registering it explicitly clears this).
+    self_registered: bool = False
     ocpp_version: str | None = None
     vendor: str | None = None
     model: str | None = None

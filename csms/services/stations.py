@@ -113,6 +113,7 @@ class StationService:
                 cp = ChargePoint(id=charge_point_id)
             if password is not None:
                 cp.password_hash = hash_password(password)
+            cp.self_registered = False  # an operator vouches for it now
             cp.site_id = site_id if site_id is not None else cp.site_id
             cp.max_power_w = max_power_w if max_power_w is not None else cp.max_power_w
             cp.phases = phases
@@ -125,7 +126,9 @@ class StationService:
             cp = await s.get(ChargePoint, charge_point_id)
         stored = cp.password_hash if cp is not None else _dummy_hash()
         if cp is not None and stored is None:
-            return True  # registered without a password: security profile 0
+            # Registered by an operator without a password: security profile 0. Self-registered
+            # without one: only while self-registration is allowed.
+            return not cp.self_registered or self.allow_unknown_chargers
         assert stored is not None
         # scrypt takes tens of milliseconds: off the event loop. Unknown ids pay the same cost so
         # that the answer's timing does not tell which ids exist.
@@ -143,6 +146,7 @@ class StationService:
                 cp = ChargePoint(
                     id=charge_point_id,
                     password_hash=hash_password(password) if password else None,
+                    self_registered=True,
                 )
                 log.info("self-registered new charger", extra={"charge_point": charge_point_id})
             cp.connected = True

@@ -490,3 +490,21 @@ async def test_connected_flags_are_reset_at_start(run_csms: RunCsms) -> None:
         assert view is not None
         assert not view.connected
         assert view.site_id == "depot"
+
+
+async def test_self_registered_without_password_needs_self_registration_on(
+    run_csms: RunCsms,
+) -> None:
+    async with (
+        run_csms(allow_unknown_chargers=True) as rt,
+        connect(rt.ocpp.port, "SR-1", "ocpp1.6") as cp,
+    ):
+        await boot16(cp)
+    async with run_csms() as rt:  # self-registration switched off
+        with pytest.raises(InvalidStatus) as exc:
+            async with connect(rt.ocpp.port, "SR-1", "ocpp1.6"):
+                pass
+        assert exc.value.response.status_code == 401
+        await rt.stations.register_charge_point("SR-1")  # an operator vouches for it
+        async with connect(rt.ocpp.port, "SR-1", "ocpp1.6") as cp:
+            assert (await boot16(cp)).status == "Accepted"
