@@ -8,16 +8,19 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from charge_point_sim.acn import AcnScenario, acn_scenario_arrivals, day_start, parse_acn_scenario
 from charge_point_sim.charger_model import ChargerSpec
 from charge_point_sim.clock import ScaledClock
+from charge_point_sim.driver import Arrival
 from charge_point_sim.errors import SimulatorError
 from charge_point_sim.runner import ChargerConfig, ChargerRun, progress, report, run_site
 from charge_point_sim.scenario import ChargerSlot, parse_scenario, random_arrivals
+from charge_point_sim.site import Site, load_site
 from charge_point_sim.station import Station
 
 
@@ -48,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--report", type=Path, help="write the JSON report here")
     run.add_argument(
-        "--scenario", default="random:1", help="random:SEED (default random:1): seeded arrivals"
+        "--scenario",
+        default="random:1",
+        help="random:SEED (default random:1): seeded arrivals; acn:FILE:DATE: replay the ACN-Data "
+        "sessions of that local date (start defaults to its local midnight)",
     )
     run.add_argument("--connectors", type=int, default=1, help="connectors per charger (default 1)")
     run.add_argument(
@@ -60,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--password", help="HTTP Basic auth password for every charger")
     run.add_argument(
         "--start", help="simulated start time, ISO 8601 with offset (default: now, UTC)"
+    )
+    run.add_argument(
+        "--site",
+        type=Path,
+        help="site description file (JSON, see charge_point_sim/README.md); replaces --chargers, "
+        "--connectors, --max-power-kw, --id-prefix, --password and --version",
     )
     run.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
@@ -127,22 +139,45 @@ class _ProgressLine:
 
 def run(args: argparse.Namespace) -> int:
     problems = _problems(args)
+    site: Site | None = None
+    acn: AcnScenario | None = None
+    seed = 0
+    start = datetime.now(UTC)
     try:
-        seed = parse_scenario(args.scenario)
-        start = _start(args.start)
+        acn = parse_acn_scenario(args.scenario)
+        if acn is None:
+            seed = parse_scenario(args.scenario)
+        if args.start is None and acn is not None:
+            start = day_start(acn.day).astimezone(UTC)
+        else:
+            start = _start(args.start)
+        if args.site is not None:
+            site = load_site(args.site)
     except (SimulatorError, ValueError) as e:
         problems.append(str(e))
+    slots = (
+        [ChargerSlot(c.charger_id, c.spec) for c in configs(args)]
+        if site is None
+        else [ChargerSlot(c.config.charger_id, c.config.spec, c.stations) for c in site.chargers]
+    )
+    arrivals: dict[str, list[Arrival]] = {}
+    if not problems:
+        try:
+            if acn is None:
+                arrivals = random_arrivals(seed, slots, start, args.duration)
+            else:
+                arrivals, count = acn_scenario_arrivals(acn, slots)
+                print(f"ACN {acn.day}: {count} sessions", file=sys.stderr)
+        except SimulatorError as e:
+            problems.append(str(e))
     if problems:
         for p in problems:
             print(f"error: {p}", file=sys.stderr)
         return 2
     clock = ScaledClock(start, args.speed)
     until = start + timedelta(seconds=args.duration)
-    cfgs = configs(args)
+    cfgs = configs(args) if site is None else site.configs
     runs = [ChargerRun(c, Station(c.spec, start)) for c in cfgs]
-    arrivals = random_arrivals(
-        seed, [ChargerSlot(c.charger_id, c.spec) for c in cfgs], start, args.duration
-    )
     line = None if args.quiet else _ProgressLine(runs, clock, sys.stderr)
     try:
         asyncio.run(run_site(runs, args.url, clock, arrivals, until, on_tick=line))
@@ -151,25 +186,48 @@ def run(args: argparse.Namespace) -> int:
     if line is not None:
         line.done()
     data = report(runs, start, clock.now(), args.speed, args.url)
+    data["site_cap_kw"] = None if site is None else site.cap_kw
     if args.report is not None:
         args.report.write_text(json.dumps(data, indent=2) + "\n")
-    _summary(data, sys.stdout)
+    sys.stdout.write(summary(data))
     return 0 if any(r.ever_connected for r in runs) else 1
 
 
-def _summary(data: dict[str, object], out: TextIO) -> None:
-    sessions = data["sessions"]
-    assert isinstance(sessions, list)
-    met = sum(1 for s in sessions if s["met"])
-    out.write(
-        f"sessions {len(sessions)} (met {met})  requested {data['energy_requested_kwh']} kWh  "
-        f"delivered {data['energy_delivered_kwh']} kWh  site peak {data['site_peak_kw']} kW\n"
+def summary(data: Mapping[str, Any]) -> str:
+    """The end-of-run table: one line per session (requested, delivered, departure met or not),
+    then the totals and the site's metered peak (next to its cap when the site file has one)."""
+    sessions: list[dict[str, Any]] = list(data["sessions"])
+    header = (
+        f"{'charger':<12} {'conn':>4} {'vehicle':<10} {'arrival (UTC)':<20} {'departure (UTC)':<20} "
+        f"{'requested kWh':>13} {'delivered kWh':>13} {'departure met':>13}"
     )
-    chargers = data["chargers"]
-    assert isinstance(chargers, list)
-    for c in chargers:
+    lines = [header, "-" * len(header)]
+    for s in sessions:
+        lines.append(
+            f"{s['charger']:<12} {s['connector']:>4} {s['id_tag']:<10} "
+            f"{(s['arrival'] or '')[:19]:<20} {(s['departure'] or '-')[:19]:<20} "
+            f"{s['requested_kwh']:>13.3f} {s['delivered_kwh']:>13.3f} "
+            f"{'yes' if s['met'] else 'no':>13}"
+        )
+    met = sum(1 for s in sessions if s["met"])
+    lines.append(
+        f"sessions {len(sessions)} (departure met {met})  "
+        f"requested {data['energy_requested_kwh']} kWh  "
+        f"delivered {data['energy_delivered_kwh']} kWh"
+    )
+    cap = data.get("site_cap_kw")
+    lines.append(
+        f"site metered peak {data['site_peak_kw']} kW"
+        + (
+            ""
+            if cap is None
+            else f" (cap {cap} kW{', EXCEEDED' if data['site_peak_kw'] > cap else ''})"
+        )
+    )
+    for c in data["chargers"]:
         if c["error"]:
-            out.write(f"  {c['id']}: {c['error']}\n")
+            lines.append(f"  {c['id']}: {c['error']}")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 from charge_point_sim.clock import Clock, sleep_until, wait_event
 from charge_point_sim.ev_model import Ev, MeterReading
+from charge_point_sim.link import OfflineError
 from charge_point_sim.profiles import ChargingProfile
 from charge_point_sim.station import Station
 
@@ -41,7 +43,13 @@ REBOOT = "Reboot"
 
 
 class OcppSide(Protocol):
-    """The messages a charger sends, implemented once per OCPP version."""
+    """The messages a charger sends, implemented once per OCPP version.
+
+    ``makes_transaction_ids``: the charger names its transactions (2.0.1), so the driver starts
+    the transaction in the model before telling the central system; 1.6 gets the id in the answer.
+    """
+
+    makes_transaction_ids: bool
 
     async def boot(self) -> int:
         """Send BootNotification until Accepted; return the heartbeat interval (s)."""
@@ -64,6 +72,10 @@ class OcppSide(Protocol):
     async def stop_transaction(
         self, request: SessionRequest, transaction_id: str, reading: MeterReading, reason: str
     ) -> None: ...
+
+    async def resume(self) -> None:
+        """After a reconnect: send the transaction messages still owed, in order."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,12 +192,40 @@ class Driver:
             self.station.settings = replace(self.station.settings, heartbeat_interval_s=interval)
         self.booted.set()
         for c, status in self.status.items():
-            await self.side.status(c, status)
+            await self._status(c, status)
 
     async def _heartbeats(self) -> None:
         while True:
             await self.clock.sleep(self.station.settings.heartbeat_interval_s)
+            await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        try:
             await self.side.heartbeat()
+        except OfflineError:
+            log.debug("%s: offline, heartbeat skipped", self.charger_id)
+
+    async def _status(self, connector_id: int, status: str) -> None:
+        """Send a status; lost when offline (:meth:`reconnected` sends them all again)."""
+        try:
+            await self.side.status(connector_id, status)
+        except OfflineError:
+            log.debug("%s: offline, status %s not sent", self.charger_id, status)
+
+    async def _authorize(self, id_tag: str) -> bool:
+        """Authorize; offline, the charger authorizes locally (LocalAuthorizeOffline)."""
+        try:
+            return await self.side.authorize(id_tag)
+        except OfflineError:
+            return True
+
+    def reconnected(self) -> bool:
+        """The connection is back: send what is owed, then every connector's status."""
+        return self.spawn(self._reconnected())
+
+    async def _reconnected(self) -> None:
+        await self.side.resume()
+        await self._send_statuses(list(self.status))
 
     # -- what the central system may ask (called from @on handlers: never await calls there) ---
 
@@ -223,7 +263,7 @@ class Driver:
         if message == "BootNotification":
             return self.spawn(self._resend_boot())
         if message == "Heartbeat":
-            return self.spawn(self.side.heartbeat())
+            return self.spawn(self._heartbeat())
         if message == "StatusNotification":
             return self.spawn(self._send_statuses(connectors))
         if message == "MeterValues":
@@ -239,7 +279,7 @@ class Driver:
 
     async def _send_statuses(self, connectors: list[int]) -> None:
         for c in connectors:
-            await self.side.status(c, self.status[c])
+            await self._status(c, self.status[c])
 
     async def _send_meters(self, connectors: list[int]) -> None:
         now = self.clock.now()
@@ -268,7 +308,7 @@ class Driver:
 
     async def _set_status(self, connector_id: int, status: str) -> None:
         self.status[connector_id] = status
-        await self.side.status(connector_id, status)
+        await self._status(connector_id, status)
 
     async def _session(self, req: SessionRequest, live: _Live) -> None:
         c = req.connector_id
@@ -279,14 +319,24 @@ class Driver:
         self.station.plug(c, req.ev)
         try:
             await self._set_status(c, PREPARING)
-            if not req.remote and not await self.side.authorize(req.id_tag):
+            if not req.remote and not await self._authorize(req.id_tag):
                 result.reason = "NotAuthorized"
                 return
             now = self.clock.now()
             self.station.advance(now)
-            tx = await self.side.start_transaction(req, self.station.reading(c, now))
+            reading = self.station.reading(c, now)
+            if self.side.makes_transaction_ids:
+                # 2.0.1: the charger knows its transaction before it tells anyone, so a TxProfile
+                # the central system sends on seeing TransactionEvent Started finds it running.
+                if req.transaction_id is None:
+                    req = replace(req, transaction_id=uuid.uuid4().hex)
+                assert req.transaction_id is not None
+                live.transaction_id = result.transaction_id = req.transaction_id
+                self.station.start_transaction(c, req.transaction_id, now)
+            tx = await self.side.start_transaction(req, reading)
             live.transaction_id = result.transaction_id = tx
-            self.station.start_transaction(c, tx, now)
+            if self.station.state.transaction_on(c) is None:
+                self.station.start_transaction(c, tx, now)
             start_register = self.station.meters[c].register_wh
             if req.profile_for is not None:
                 reason = self.station.set_profile(c, req.profile_for(tx), self.clock.now())

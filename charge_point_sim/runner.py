@@ -11,6 +11,7 @@ import asyncio
 import base64
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,8 @@ from charge_point_sim import v16, v201
 from charge_point_sim.charger_model import ChargerSpec
 from charge_point_sim.clock import Clock
 from charge_point_sim.driver import Arrival, Driver, SessionResult
+from charge_point_sim.link import Backoff, Link
+from charge_point_sim.quirks import Quirks
 from charge_point_sim.station import Station
 from charge_point_sim.wire import format_time
 
@@ -33,12 +36,14 @@ VERSIONS = ("1.6", "2.0.1")
 
 @dataclass(frozen=True, slots=True)
 class ChargerConfig:
-    """One simulated charger: id, OCPP version ("1.6" or "2.0.1"), hardware, optional password."""
+    """One simulated charger: id, OCPP version ("1.6" or "2.0.1"), hardware, optional password,
+    and the field quirks it reproduces."""
 
     charger_id: str
     version: str
     spec: ChargerSpec
     password: str | None = None
+    quirks: Quirks = field(default_factory=Quirks)
 
 
 @dataclass(slots=True)
@@ -52,6 +57,7 @@ class ChargerRun:
     ever_connected: bool = False
     error: str | None = None
     results: list[SessionResult] = field(default_factory=list)
+    link: Link | None = None
 
 
 def basic_auth(charger_id: str, password: str) -> str:
@@ -65,6 +71,89 @@ def charger_url(url: str, charger_id: str) -> str:
     return url.rstrip("/") + "/" + charger_id
 
 
+async def _connect(run: ChargerRun, url: str) -> Any:
+    cfg = run.config
+    protocol = v16.SUBPROTOCOL if cfg.version == "1.6" else v201.SUBPROTOCOL
+    headers = (
+        {} if cfg.password is None else {"Authorization": basic_auth(cfg.charger_id, cfg.password)}
+    )
+    return await connect(
+        charger_url(url, cfg.charger_id),
+        subprotocols=[Subprotocol(protocol)],
+        additional_headers=headers,
+        proxy=None,
+    )
+
+
+async def _keep_connected(
+    run: ChargerRun,
+    link: Link,
+    url: str,
+    clock: Clock,
+    until: datetime | None,
+    backoff: Backoff,
+    on_reconnect: Callable[[], object],
+) -> None:
+    """Connect, and reconnect after each drop with bounded exponential backoff (simulated s).
+
+    With the ``drop_every_s`` quirk the charger itself closes the connection that often.
+    Gives up (returns) once ``until`` has passed without any connection; after one, it keeps
+    trying until cancelled (the run may still owe transaction messages).
+    """
+    attempt = 0
+    drop_every = run.config.quirks.drop_every_s
+    while True:
+        try:
+            ws = await _connect(run, url)
+        except (OSError, TimeoutError, InvalidHandshake) as e:
+            run.error = f"cannot connect: {e}"
+            if until is not None and clock.now() >= until and link.connects == 0:
+                return
+            await clock.sleep(backoff.delay(attempt))
+            attempt += 1
+            continue
+        attempt = 0
+        run.error = None
+        first = link.connects == 0
+        link.attach(ws)
+        run.connected = run.ever_connected = True
+        if not first:
+            on_reconnect()
+        try:
+            if drop_every is None:
+                await ws.wait_closed()
+            else:
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(drop_every / clock.speed):
+                        await ws.wait_closed()
+                log.info("%s: dropping the connection (quirk)", run.config.charger_id)
+        finally:
+            link.detach(ws)
+            run.connected = False
+            await ws.close()
+        await clock.sleep(backoff.delay(0))
+
+
+async def _drain(cp: Any, link: Link, drain_s: float) -> None:
+    """Deliver the transaction messages still queued, for up to ``drain_s`` real seconds."""
+    with suppress(TimeoutError):
+        async with asyncio.timeout(drain_s):
+            while len(cp.outbox):
+                await link.online.wait()
+                await cp.resume()
+                if len(cp.outbox):
+                    await asyncio.sleep(0.05)
+    if len(cp.outbox):
+        log.warning("%s: %d transaction messages never delivered", cp.id, len(cp.outbox))
+
+
+async def _reboots(driver: Driver, clock: Clock, every_s: float) -> None:
+    while True:
+        await clock.sleep(every_s)
+        log.info("%s: rebooting (quirk)", driver.charger_id)
+        driver.reset()
+
+
 async def run_charger(
     run: ChargerRun,
     url: str,
@@ -73,42 +162,54 @@ async def run_charger(
     until: datetime | None,
     *,
     response_timeout: float = 30,
-    retry_s: float = 1.0,
+    backoff: Backoff | None = None,
+    drain_s: float = 10.0,
 ) -> None:
-    """Connect (retrying every ``retry_s`` real seconds until ``until``), boot and play."""
+    """Connect (retrying with ``backoff`` until ``until``), boot and play; reconnect after drops.
+
+    The charger keeps its state across reconnects: sessions go on offline and their transaction
+    messages are sent after the reconnect (see :mod:`charge_point_sim.link`). At the end it waits
+    up to ``drain_s`` real seconds to deliver what it still owes.
+    """
     cfg = run.config
     cls: Any = v16.ChargePoint16 if cfg.version == "1.6" else v201.ChargePoint201
-    protocol = v16.SUBPROTOCOL if cfg.version == "1.6" else v201.SUBPROTOCOL
-    headers = (
-        {} if cfg.password is None else {"Authorization": basic_auth(cfg.charger_id, cfg.password)}
+    link = Link()
+    cp = cls(
+        cfg.charger_id,
+        link,
+        run.station,
+        clock,
+        response_timeout=response_timeout,
+        quirks=cfg.quirks,
     )
-    while True:
-        try:
-            ws = await connect(
-                charger_url(url, cfg.charger_id),
-                subprotocols=[Subprotocol(protocol)],
-                additional_headers=headers,
-                proxy=None,
+    run.driver = cp.driver
+    run.link = link
+    try:
+        async with asyncio.TaskGroup() as tg:
+            keeper = tg.create_task(
+                _keep_connected(
+                    run, link, url, clock, until, backoff or Backoff(), cp.driver.reconnected
+                )
             )
-            break
-        except (OSError, TimeoutError, InvalidHandshake) as e:
-            run.error = f"cannot connect: {e}"
-        if until is not None and clock.now() >= until:
-            return
-        await asyncio.sleep(retry_s)
-    run.error = None
-    async with ws:
-        cp = cls(cfg.charger_id, ws, run.station, clock, response_timeout=response_timeout)
-        run.driver = cp.driver
-        run.connected = run.ever_connected = True
-        try:
-            async with asyncio.TaskGroup() as tg:
-                receiver = tg.create_task(cp.start())
-                await cp.driver.run(arrivals, until)
-                receiver.cancel()
-        finally:
-            run.connected = False
-            run.results = list(cp.driver.results)
+            online = tg.create_task(link.online.wait())
+            await asyncio.wait({keeper, online}, return_when=asyncio.FIRST_COMPLETED)
+            if not link.online.is_set():
+                online.cancel()
+                return
+            receiver = tg.create_task(cp.start())
+            reboots = (
+                None
+                if cfg.quirks.reboot_every_s is None
+                else tg.create_task(_reboots(cp.driver, clock, cfg.quirks.reboot_every_s))
+            )
+            await cp.driver.run(arrivals, until)
+            await _drain(cp, link, drain_s)
+            for t in (receiver, keeper, reboots):
+                if t is not None:
+                    t.cancel()
+    finally:
+        run.connected = False
+        run.results = list(cp.driver.results)
 
 
 async def run_site(

@@ -19,10 +19,12 @@ _CAPACITIES_KWH = (40.0, 60.0, 77.0)
 
 @dataclass(frozen=True, slots=True)
 class ChargerSlot:
-    """A charger of the site as a scenario sees it."""
+    """A charger of the site as a scenario sees it (``stations``: ACN station ids of its
+    connectors 1, 2, ...)."""
 
     charger_id: str
     spec: ChargerSpec
+    stations: tuple[str, ...] = ()
 
 
 def random_arrivals(
@@ -71,7 +73,5 @@ def parse_scenario(text: str) -> int:
     """The seed of a ``random:SEED`` scenario. Raises InvalidModelError with what to write."""
     kind, _, arg = text.partition(":")
     if kind != "random" or not arg.isdigit():
-        raise InvalidModelError(
-            f"--scenario {text!r}: write random:SEED (ACN replay comes in a later version)"
-        )
+        raise InvalidModelError(f"--scenario {text!r}: write random:SEED or acn:FILE:DATE")
     return int(arg)

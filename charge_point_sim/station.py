@@ -52,6 +52,16 @@ class Station:
         self.last = now
         # Energy drawn by the whole station per minute of the run (index 0 is [origin, origin+1m)).
         self.minute_wh: dict[int, float] = {}
+        # The "accepts but ignores profiles" quirk: profiles are installed and reported but the
+        # draw follows only the hardware (see charge_point_sim.quirks).
+        self.ignore_profiles = False
+
+    @property
+    def drawing_state(self) -> ChargerState:
+        """The state the draw follows: without profiles when they are ignored."""
+        if self.ignore_profiles:
+            return ChargerState(transactions=self.state.transactions)
+        return self.state
 
     # -- time --------------------------------------------------------------------------------
 
@@ -66,7 +76,7 @@ class Station:
             charging = {c: ev for c, ev in self.evs.items() if self.state.transaction_on(c)}
             if charging and dt > 0:
                 for c, (ev, wh) in charge_station(
-                    self.spec, self.state, charging, self.last, dt
+                    self.spec, self.drawing_state, charging, self.last, dt
                 ).items():
                     self.evs[c] = ev
                     self.meters[c] = self.meters[c].add(wh)
@@ -79,12 +89,13 @@ class Station:
 
     def powers_w(self, at: datetime) -> dict[int, float]:
         """The power drawn per charging connector at ``at``, shared under the station limit."""
+        state = self.drawing_state
         wanted = {
-            c: power_at(ev, limit_at(self.spec, self.state, c, at, ev_phases=ev.phases))
+            c: power_at(ev, limit_at(self.spec, state, c, at, ev_phases=ev.phases))
             for c, ev in self.evs.items()
-            if self.state.transaction_on(c)
+            if state.transaction_on(c)
         }
-        station_w = connector_limit(self.spec, self.state, 0, at).power(self.spec.voltage_v)
+        station_w = connector_limit(self.spec, state, 0, at).power(self.spec.voltage_v)
         return share_station_power(station_w, wanted)
 
     def reading(self, connector_id: int, at: datetime) -> MeterReading:

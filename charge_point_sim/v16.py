@@ -8,8 +8,13 @@ from its own tasks. Every ``call()`` passes ``suppress=False``: a CALLERROR rais
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from ocpp.v16 import ChargePoint, call, call_result
@@ -19,8 +24,10 @@ from charge_point_sim._ocpp import on
 from charge_point_sim.clock import Clock
 from charge_point_sim.driver import Driver, SessionRequest
 from charge_point_sim.ev_model import Ev, MeterReading
+from charge_point_sim.link import Link, OfflineError, Outbox
+from charge_point_sim.quirks import Quirks
 from charge_point_sim.station import Station
-from charge_point_sim.wire import PayloadError, format_time
+from charge_point_sim.wire import PayloadError, format_time, parse_time
 
 log = logging.getLogger("charge_point_sim.v16")
 
@@ -36,6 +43,8 @@ def default_ev(station: Station, connector_id: int) -> Ev:
 class ChargePoint16(ChargePoint):  # type: ignore[misc]
     """A simulated OCPP 1.6J charge point over one connection."""
 
+    makes_transaction_ids = False
+
     def __init__(
         self,
         charger_id: str,
@@ -47,6 +56,7 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]
         model: str = "SimCharger-16",
         response_timeout: float = 30,
         remote_ev: Callable[[Station, int], Ev] = default_ev,
+        quirks: Quirks | None = None,
     ) -> None:
         super().__init__(charger_id, connection, response_timeout)
         self.station = station
@@ -54,19 +64,86 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]
         self.vendor = vendor
         self.model = model
         self.remote_ev = remote_ev
+        self.quirks = quirks or Quirks()
+        station.ignore_profiles = self.quirks.ignores_profiles
+        station.spec = replace(
+            station.spec, capabilities=self.quirks.capabilities(station.spec.capabilities)
+        )
         self.driver = Driver(charger_id, self, station, clock)
         self.rejections: list[str] = []
+        self.outbox = Outbox(self._send_transaction_message)
+        # The StartTransaction out (its message id, connector, start time), see route_message.
+        self._start: tuple[str, int, datetime] | None = None
+
+    async def call(
+        self,
+        payload: Any,
+        suppress: bool = True,
+        unique_id: Any = None,
+        skip_schema_validation: bool = False,
+    ) -> Any:
+        """The ``ocpp`` call, failing fast with :class:`OfflineError` when the connection drops."""
+        coro = super().call(payload, suppress, unique_id, skip_schema_validation)
+        if isinstance(self._connection, Link):
+            return await self._connection.guard(coro)
+        return await coro
+
+    async def _send_transaction_message(self, payload: Any) -> Any:
+        if not isinstance(payload, call.StartTransaction):
+            return await self.call(payload, suppress=False)
+        uid = uuid.uuid4().hex
+        self._start = (uid, payload.connector_id, parse_time(payload.timestamp, "timestamp"))
+        try:
+            return await self.call(payload, suppress=False, unique_id=uid)
+        finally:
+            self._start = None
+
+    async def route_message(self, raw_msg: str) -> None:
+        """Route as the ``ocpp`` package does; on the answer to StartTransaction, start the
+        transaction in the model at once, before the receive loop reads the next message (a
+        TxProfile for it may follow straight away)."""
+        await super().route_message(raw_msg)
+        start = self._start
+        if start is None:
+            return
+        with suppress(ValueError, TypeError, KeyError, IndexError):
+            msg = json.loads(raw_msg)
+            if msg[0] == 3 and msg[1] == start[0]:
+                tx = m.transaction_key(int(msg[2]["transactionId"]))
+                if self.station.state.transaction_on(start[1]) is None:
+                    self.station.start_transaction(start[1], tx, start[2])
+
+    async def _transaction_message(self, payload: Any) -> Any:
+        """Queue a transaction message (sent again until answered, 1.6 4.10) and send the
+        queue; return the answer's future."""
+        answer = self.outbox.put(lambda: payload)
+        await self.outbox.flush()
+        return answer
+
+    async def _handle_call(self, msg: Any) -> None:
+        if self.quirks.answer_delay_s > 0:
+            await self.clock.sleep(self.quirks.answer_delay_s)
+        await super()._handle_call(msg)
+
+    async def resume(self) -> None:
+        """After a reconnect: send again what got no answer, in order."""
+        await self.outbox.flush()
 
     # -- what the charger sends (OcppSide) ----------------------------------------------------
 
     async def boot(self) -> int:
         while True:
-            res = await self.call(
-                call.BootNotification(
-                    charge_point_model=self.model, charge_point_vendor=self.vendor
-                ),
-                suppress=False,
-            )
+            try:
+                res = await self.call(
+                    call.BootNotification(
+                        charge_point_model=self.model, charge_point_vendor=self.vendor
+                    ),
+                    suppress=False,
+                )
+            except OfflineError:
+                if isinstance(self._connection, Link):
+                    await self._connection.online.wait()
+                continue
             if res.status == "Accepted":
                 return int(res.interval)
             await self.clock.sleep(res.interval or 60)
@@ -91,14 +168,16 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]
 
     async def start_transaction(self, request: SessionRequest, reading: MeterReading) -> str:
         meter_start, timestamp = m.started_at(reading)
-        res = await self.call(
-            call.StartTransaction(
-                connector_id=request.connector_id,
-                id_tag=request.id_tag,
-                meter_start=meter_start,
-                timestamp=timestamp,
-            ),
-            suppress=False,
+        # The transaction id comes with the answer: wait for it, across reconnects if need be.
+        res = await (
+            await self._transaction_message(
+                call.StartTransaction(
+                    connector_id=request.connector_id,
+                    id_tag=request.id_tag,
+                    meter_start=meter_start,
+                    timestamp=timestamp,
+                )
+            )
         )
         if res.id_tag_info.get("status") != "Accepted":
             log.info("%s: StartTransaction answered %s", self.id, res.id_tag_info)
@@ -107,28 +186,26 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]
     async def meter_values(
         self, connector_id: int, transaction_id: str, reading: MeterReading
     ) -> None:
-        await self.call(
+        await self._transaction_message(
             call.MeterValues(
                 connector_id=connector_id,
                 transaction_id=int(transaction_id),
                 meter_value=[m.meter_value_16(reading)],
-            ),
-            suppress=False,
+            )
         )
 
     async def stop_transaction(
         self, request: SessionRequest, transaction_id: str, reading: MeterReading, reason: str
     ) -> None:
         meter_stop, timestamp = m.started_at(reading)
-        await self.call(
+        await self._transaction_message(
             call.StopTransaction(
                 meter_stop=meter_stop,
                 timestamp=timestamp,
                 transaction_id=int(transaction_id),
                 reason=reason,
                 id_tag=request.id_tag,
-            ),
-            suppress=False,
+            )
         )
 
     # -- what the central system asks ---------------------------------------------------------
@@ -165,6 +242,8 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]
     def on_get_composite_schedule(
         self, connector_id: int, duration: int, charging_rate_unit: str | None = None
     ) -> Any:
+        if self.quirks.rejects_composite:
+            return call_result.GetCompositeSchedule(status="Rejected")
         unit = m.unit_of(charging_rate_unit, self.station.spec)
         if unit is None or not 0 <= connector_id <= len(self.station.spec.connectors):
             return call_result.GetCompositeSchedule(status="Rejected")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ocpp.v201 import ChargePoint, call, call_result
@@ -26,6 +27,8 @@ from charge_point_sim.driver import (
     SessionRequest,
 )
 from charge_point_sim.ev_model import Ev, MeterReading
+from charge_point_sim.link import Link, OfflineError, Outbox
+from charge_point_sim.quirks import Quirks
 from charge_point_sim.station import Station
 from charge_point_sim.v16 import default_ev
 from charge_point_sim.wire import PayloadError, format_time
@@ -45,6 +48,8 @@ def _status_info(reason: str) -> dict[str, str]:
 class ChargePoint201(ChargePoint):  # type: ignore[misc]
     """A simulated OCPP 2.0.1 charging station over one connection."""
 
+    makes_transaction_ids = True
+
     def __init__(
         self,
         charger_id: str,
@@ -56,6 +61,7 @@ class ChargePoint201(ChargePoint):  # type: ignore[misc]
         model: str = "SimCharger-201",
         response_timeout: float = 30,
         remote_ev: Callable[[Station, int], Ev] = default_ev,
+        quirks: Quirks | None = None,
     ) -> None:
         super().__init__(charger_id, connection, response_timeout)
         self.station = station
@@ -63,9 +69,46 @@ class ChargePoint201(ChargePoint):  # type: ignore[misc]
         self.vendor = vendor
         self.model = model
         self.remote_ev = remote_ev
+        self.quirks = quirks or Quirks()
+        station.ignore_profiles = self.quirks.ignores_profiles
+        station.spec = replace(
+            station.spec, capabilities=self.quirks.capabilities(station.spec.capabilities)
+        )
         self.driver = Driver(charger_id, self, station, clock)
         self.rejections: list[str] = []
         self._seq: dict[str, int] = {}
+        self.outbox = Outbox(lambda payload: self.call(payload, suppress=False))
+
+    async def call(
+        self,
+        payload: Any,
+        suppress: bool = True,
+        unique_id: Any = None,
+        skip_schema_validation: bool = False,
+    ) -> Any:
+        """The ``ocpp`` call, failing fast with :class:`OfflineError` when the connection drops."""
+        coro = super().call(payload, suppress, unique_id, skip_schema_validation)
+        if isinstance(self._connection, Link):
+            return await self._connection.guard(coro)
+        return await coro
+
+    def _offline(self) -> bool:
+        return isinstance(self._connection, Link) and not self._connection.is_online
+
+    async def _transaction_event(self, **fields: Any) -> None:
+        """Queue a TransactionEvent (``offline`` when it happens offline) and send the queue."""
+        event = call.TransactionEvent(offline=True if self._offline() else None, **fields)
+        self.outbox.put(lambda: event)
+        await self.outbox.flush()
+
+    async def _handle_call(self, msg: Any) -> None:
+        if self.quirks.answer_delay_s > 0:
+            await self.clock.sleep(self.quirks.answer_delay_s)
+        await super()._handle_call(msg)
+
+    async def resume(self) -> None:
+        """After a reconnect: send the TransactionEvents queued while offline, in order."""
+        await self.outbox.flush()
 
     def _next_seq(self, transaction_id: str) -> int:
         n = self._seq.get(transaction_id, 0)
@@ -76,13 +119,18 @@ class ChargePoint201(ChargePoint):  # type: ignore[misc]
 
     async def boot(self) -> int:
         while True:
-            res = await self.call(
-                call.BootNotification(
-                    charging_station={"model": self.model, "vendor_name": self.vendor},
-                    reason="PowerUp",
-                ),
-                suppress=False,
-            )
+            try:
+                res = await self.call(
+                    call.BootNotification(
+                        charging_station={"model": self.model, "vendor_name": self.vendor},
+                        reason="PowerUp",
+                    ),
+                    suppress=False,
+                )
+            except OfflineError:
+                if isinstance(self._connection, Link):
+                    await self._connection.online.wait()
+                continue
             if res.status == "Accepted":
                 return int(res.interval)
             await self.clock.sleep(res.interval or 60)
@@ -112,18 +160,15 @@ class ChargePoint201(ChargePoint):  # type: ignore[misc]
         info: dict[str, Any] = {"transaction_id": tx, "charging_state": "Charging"}
         if request.remote_start_id is not None:
             info["remote_start_id"] = request.remote_start_id
-        await self.call(
-            call.TransactionEvent(
-                event_type="Started",
-                timestamp=format_time(reading.timestamp),
-                trigger_reason="RemoteStart" if request.remote else "Authorized",
-                seq_no=self._next_seq(tx),
-                transaction_info=info,
-                meter_value=[m.meter_value_201(reading, "Transaction.Begin")],
-                evse={"id": request.connector_id, "connector_id": 1},
-                id_token={"id_token": request.id_tag, "type": "ISO14443"},
-            ),
-            suppress=False,
+        await self._transaction_event(
+            event_type="Started",
+            timestamp=format_time(reading.timestamp),
+            trigger_reason="RemoteStart" if request.remote else "Authorized",
+            seq_no=self._next_seq(tx),
+            transaction_info=info,
+            meter_value=[m.meter_value_201(reading, "Transaction.Begin")],
+            evse={"id": request.connector_id, "connector_id": 1},
+            id_token={"id_token": request.id_tag, "type": "ISO14443"},
         )
         return tx
 
@@ -131,35 +176,29 @@ class ChargePoint201(ChargePoint):  # type: ignore[misc]
         self, connector_id: int, transaction_id: str, reading: MeterReading
     ) -> None:
         # Periodic sampled data of a transaction travels in TransactionEvent Updated (J02).
-        await self.call(
-            call.TransactionEvent(
-                event_type="Updated",
-                timestamp=format_time(reading.timestamp),
-                trigger_reason="MeterValuePeriodic",
-                seq_no=self._next_seq(transaction_id),
-                transaction_info={"transaction_id": transaction_id, "charging_state": "Charging"},
-                meter_value=[m.meter_value_201(reading)],
-            ),
-            suppress=False,
+        await self._transaction_event(
+            event_type="Updated",
+            timestamp=format_time(reading.timestamp),
+            trigger_reason="MeterValuePeriodic",
+            seq_no=self._next_seq(transaction_id),
+            transaction_info={"transaction_id": transaction_id, "charging_state": "Charging"},
+            meter_value=[m.meter_value_201(reading)],
         )
 
     async def stop_transaction(
         self, request: SessionRequest, transaction_id: str, reading: MeterReading, reason: str
     ) -> None:
-        await self.call(
-            call.TransactionEvent(
-                event_type="Ended",
-                timestamp=format_time(reading.timestamp),
-                trigger_reason=_END_TRIGGER.get(reason, "StopAuthorized"),
-                seq_no=self._next_seq(transaction_id),
-                transaction_info={
-                    "transaction_id": transaction_id,
-                    "charging_state": "EVConnected",
-                    "stopped_reason": reason,
-                },
-                meter_value=[m.meter_value_201(reading, "Transaction.End")],
-            ),
-            suppress=False,
+        await self._transaction_event(
+            event_type="Ended",
+            timestamp=format_time(reading.timestamp),
+            trigger_reason=_END_TRIGGER.get(reason, "StopAuthorized"),
+            seq_no=self._next_seq(transaction_id),
+            transaction_info={
+                "transaction_id": transaction_id,
+                "charging_state": "EVConnected",
+                "stopped_reason": reason,
+            },
+            meter_value=[m.meter_value_201(reading, "Transaction.End")],
         )
         self._seq.pop(transaction_id, None)
 
@@ -203,6 +242,10 @@ class ChargePoint201(ChargePoint):  # type: ignore[misc]
     def on_get_composite_schedule(
         self, duration: int, evse_id: int, charging_rate_unit: str | None = None
     ) -> Any:
+        if self.quirks.rejects_composite:
+            return call_result.GetCompositeSchedule(
+                status="Rejected", status_info=_status_info("not supported")
+            )
         unit = m.unit_of(charging_rate_unit, self.station.spec)
         if unit is None:
             return call_result.GetCompositeSchedule(

@@ -11,6 +11,7 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 from ocpp.routing import on
@@ -20,6 +21,7 @@ from ocpp.v201 import ChargePoint as Cp201
 from ocpp.v201 import call_result as r201
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 HEARTBEAT_S = 30
 
@@ -137,6 +139,19 @@ class Server:
         self.cps: dict[str, Csms16 | Csms201] = {}
         self.headers: dict[str, str | None] = {}
         self.url = ""
+        # Chargers whose connections are refused (HTTP 503) until removed from the set.
+        self.refuse: set[str] = set()
+        self.connections: dict[str, int] = {}
+
+    def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        cp_id = request.path.rsplit("/", 1)[-1]
+        if cp_id in self.refuse:
+            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "down\n")
+        return None
+
+    async def drop(self, cp_id: str) -> None:
+        """Close the charger's connection from the server side."""
+        await self.cps[cp_id]._connection.close()
 
     async def handler(self, ws: ServerConnection) -> None:
         cp_id = ws.request.path.rsplit("/", 1)[-1] if ws.request is not None else "?"
@@ -145,6 +160,12 @@ class Server:
         cp: Csms16 | Csms201 = (
             Csms16(cp_id, ws) if ws.subprotocol == "ocpp1.6" else Csms201(cp_id, ws)
         )
+        old = self.cps.get(cp_id)
+        if old is not None:  # a reconnect: one record of everything the charger sent
+            cp.messages = old.messages
+            if isinstance(cp, Csms16) and isinstance(old, Csms16):
+                cp._tx = old._tx
+        self.connections[cp_id] = self.connections.get(cp_id, 0) + 1
         self.cps[cp_id] = cp
         with suppress(ConnectionClosed):
             await cp.start()
@@ -163,6 +184,7 @@ async def ocpp_server() -> AsyncIterator[Server]:
         server.handler,
         "127.0.0.1",
         0,
+        process_request=server.process_request,
         subprotocols=["ocpp1.6", "ocpp2.0.1"],  # type: ignore[list-item]
     ) as ws_server:
         port = next(iter(ws_server.sockets)).getsockname()[1]

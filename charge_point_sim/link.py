@@ -1,0 +1,172 @@
+"""A charger's connection that survives reconnects, and the outbox of its transaction messages.
+
+:class:`Link` is what the ``ocpp`` ChargePoint sees as its connection (async ``recv``/``send``).
+The runner attaches a fresh websocket to it after each (re)connect; while there is none, ``recv``
+waits for the next one and ``send`` raises :class:`OfflineError`. A call whose connection drops before
+the answer came raises :class:`OfflineError` at once (:meth:`Link.guard`) instead of waiting for the
+response timeout.
+
+:class:`Outbox` keeps transaction-related messages (1.6 Start/Stop/MeterValues, 2.0.1
+TransactionEvent) in order until the central system answered them: a message that could not be
+sent, or whose answer was lost, is sent again after the reconnect, unchanged (same seqNo, same
+timestamps). That is at-least-once delivery, as the spec asks: a message whose answer got lost is
+a duplicate the central system recognises (same seqNo in 2.0.1; same transaction and timestamp in
+1.6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from websockets.exceptions import ConnectionClosed
+
+from charge_point_sim.errors import SimulatorError
+
+log = logging.getLogger("charge_point_sim.link")
+
+T = TypeVar("T")
+
+
+class OfflineError(SimulatorError, ConnectionError):
+    """No connection: the message was not sent, or its answer was lost with the connection."""
+
+
+class Link:
+    """The connection of one charger across reconnects. Single event loop."""
+
+    def __init__(self) -> None:
+        self._ws: Any = None
+        self.online = asyncio.Event()
+        self._dropped = asyncio.Event()
+        self._dropped.set()
+        self.connects = 0
+        self.drops = 0
+
+    @property
+    def is_online(self) -> bool:
+        return self._ws is not None
+
+    def attach(self, ws: Any) -> None:
+        """A new connection is up."""
+        self._ws = ws
+        self._dropped = asyncio.Event()
+        self.connects += 1
+        self.online.set()
+
+    def detach(self, ws: Any) -> None:
+        """``ws`` is gone (idempotent; ignored when a newer connection is attached)."""
+        if self._ws is ws and ws is not None:
+            self._ws = None
+            self.drops += 1
+            self.online.clear()
+            self._dropped.set()
+
+    async def dropped(self) -> None:
+        """Wait until the current connection is gone (at once when offline)."""
+        await self._dropped.wait()
+
+    async def recv(self) -> str:
+        """The next message; across a drop, the first one of the next connection."""
+        while True:
+            await self.online.wait()
+            ws = self._ws
+            try:
+                message: str = await ws.recv()
+            except ConnectionClosed:
+                self.detach(ws)
+                continue
+            return message
+
+    async def send(self, message: str) -> None:
+        ws = self._ws
+        if ws is None:
+            raise OfflineError("not connected")
+        try:
+            await ws.send(message)
+        except ConnectionClosed as e:
+            self.detach(ws)
+            raise OfflineError("the connection closed") from e
+
+    async def guard(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro``; if the connection drops first, cancel it and raise :class:`OfflineError`."""
+        if not self.is_online:
+            coro.close()
+            raise OfflineError("not connected")
+        task = asyncio.ensure_future(coro)
+        waiter = asyncio.ensure_future(self._dropped.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            if not task.done():
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+                if not waiter.cancelled() and waiter.done():
+                    raise OfflineError("the connection dropped before the answer")
+        return task.result()
+
+
+@dataclass(slots=True)
+class _Entry:
+    build: Callable[[], Any]
+    done: asyncio.Future[Any]
+
+
+class Outbox:
+    """Transaction messages delivered in order, at least once (see the module docstring).
+
+    ``send`` makes the call (raising :class:`OfflineError` or ``TimeoutError`` when it got no answer).
+    ``build`` callables make the payload when it is (re)sent; they must return the same payload
+    each time.
+    """
+
+    def __init__(self, send: Callable[[Any], Awaitable[Any]]) -> None:
+        self._send = send
+        self._queue: deque[_Entry] = deque()
+        self._lock = asyncio.Lock()
+        self.resends = 0
+        self.total = 0
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def put(self, build: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Queue a message; the future gets its answer once delivered."""
+        entry = _Entry(build, asyncio.get_running_loop().create_future())
+        self.total += 1
+        self._queue.append(entry)
+        return entry.done
+
+    async def flush(self) -> None:
+        """Send what is queued, in order, until empty or the connection is gone."""
+        async with self._lock:
+            while self._queue:
+                entry = self._queue[0]
+                try:
+                    answer = await self._send(entry.build())
+                except (OfflineError, TimeoutError) as e:
+                    log.info("transaction message kept for later: %s", e)
+                    self.resends += 1
+                    return
+                self._queue.popleft()
+                if not entry.done.done():
+                    entry.done.set_result(answer)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Reconnect delays in simulated seconds: ``initial_s`` doubling up to ``max_s``."""
+
+    initial_s: float = 5.0
+    max_s: float = 300.0
+
+    def delay(self, attempt: int) -> float:
+        """The wait before reconnect attempt ``attempt`` (0-based)."""
+        return float(min(self.max_s, self.initial_s * 2 ** min(attempt, 30)))
