@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from charge_point_sim.charger_model import ChargerSpec
-from charge_point_sim.composite import CompositeSchedule, default_unit
+from charge_point_sim.composite import CompositeSchedule
 from charge_point_sim.ev_model import MeterReading
 from charge_point_sim.profiles import (
     ChargingProfile,
@@ -35,6 +35,7 @@ from charge_point_sim.wire import (
     rounded,
     samples,
     schedule_periods,
+    unit_of,
     wire_periods,
 )
 
@@ -196,14 +197,6 @@ def clear_criteria(payload: Mapping[str, Any]) -> dict[str, Any]:
         "purpose": None if purpose is None else _enum(Purpose, purpose, "chargingProfilePurpose"),
         "stack_level": optional_int(payload.get("stack_level"), "stackLevel"),
     }
-
-
-def unit_of(value: str | None, spec: ChargerSpec) -> RateUnit | None:
-    """The unit GetCompositeSchedule asks for, or None when the charger does not allow it."""
-    if value is None:
-        return default_unit(spec)
-    unit = RateUnit(value)
-    return unit if unit in spec.capabilities.allowed_units else None
 
 
 def transaction_key(transaction_id: int) -> str:

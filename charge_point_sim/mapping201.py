@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from charge_point_sim.charger_model import ChargerSpec, ChargerState
-from charge_point_sim.composite import CompositeSchedule, default_unit
+from charge_point_sim.composite import CompositeSchedule
 from charge_point_sim.ev_model import MeterReading
 from charge_point_sim.profiles import (
     ChargingProfile,
@@ -34,6 +34,7 @@ from charge_point_sim.wire import (
     rounded,
     samples,
     schedule_periods,
+    unit_of,
     wire_periods,
 )
 
@@ -155,14 +156,6 @@ def clear_criteria(
     }
 
 
-def unit_of(value: str | None, spec: ChargerSpec) -> RateUnit | None:
-    """The unit GetCompositeSchedule asks for, or None when the station does not allow it."""
-    if value is None:
-        return default_unit(spec)
-    unit = RateUnit(value)
-    return unit if unit in spec.capabilities.allowed_units else None
-
-
 # -- device model (GetVariables / SetVariables) -----------------------------------------------
 
 _Getter = Callable[[ChargerSpec, Settings], str]
@@ -247,19 +240,25 @@ def _unknown(component: str, variable: str) -> str | None:
     return None
 
 
+def _prelude(item: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], str | None]:
+    """Component, variable, the result being built, and a refusal status if one applies."""
+    component, variable, result = _lookup(item)
+    attribute = item.get("attribute_type", "Actual")
+    if attribute != "Actual":
+        result["attribute_type"] = attribute
+    status = _unknown(component, variable)
+    if status is None and attribute != "Actual":
+        status = "NotSupportedAttributeType"
+    return component, variable, result, status
+
+
 def get_variables(
     spec: ChargerSpec, settings: Settings, data: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """GetVariables: one ``GetVariableResultType`` per requested item (Actual values only)."""
     results = []
     for item in data:
-        component, variable, result = _lookup(item)
-        attribute = item.get("attribute_type", "Actual")
-        if attribute != "Actual":
-            result["attribute_type"] = attribute
-        status = _unknown(component, variable)
-        if status is None and attribute != "Actual":
-            status = "NotSupportedAttributeType"
+        component, variable, result, status = _prelude(item)
         if status is None:
             getter, _ = VARIABLES[(component, variable)]
             result["attribute_value"] = getter(spec, settings)
@@ -275,13 +274,7 @@ def set_variables(
     """SetVariables: the new settings and one ``SetVariableResultType`` per item."""
     results = []
     for item in data:
-        component, variable, result = _lookup(item)
-        attribute = item.get("attribute_type", "Actual")
-        if attribute != "Actual":
-            result["attribute_type"] = attribute
-        status = _unknown(component, variable)
-        if status is None and attribute != "Actual":
-            status = "NotSupportedAttributeType"
+        component, variable, result, status = _prelude(item)
         if status is None:
             _, setter = VARIABLES[(component, variable)]
             changed = None if setter is None else setter(settings, str(item.get("attribute_value")))

@@ -12,10 +12,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from charge_point_sim.composite import CompositeSchedule
+from charge_point_sim.charger_model import ChargerSpec
+from charge_point_sim.composite import CompositeSchedule, default_unit
 from charge_point_sim.errors import SimulatorError
 from charge_point_sim.ev_model import MeterReading
-from charge_point_sim.profiles import SchedulePeriod
+from charge_point_sim.profiles import RateUnit, SchedulePeriod
 
 # Float noise tolerated when truncating to 0.1 (an A <-> W conversion that should give 16.0 and
 # gives 15.9999999999 must not become 15.9).
@@ -152,3 +153,11 @@ def wire_periods(cs: CompositeSchedule) -> list[dict[str, Any]]:
             continue
         periods.append({"start_period": start, "limit": limit, "number_phases": p.number_phases})
     return periods
+
+
+def unit_of(value: str | None, spec: ChargerSpec) -> RateUnit | None:
+    """The unit GetCompositeSchedule asks for, or None when the charger does not allow it."""
+    if value is None:
+        return default_unit(spec)
+    unit = RateUnit(value)
+    return unit if unit in spec.capabilities.allowed_units else None

@@ -14,7 +14,7 @@ from csms.ocpp.connection import LoggedConnection
 from csms.ocpp.context import ConnectionContext
 from csms.ocpp.hot_checks import check_meter_values
 from csms.ocpp.parsing import ocpp_time
-from csms.services.meter_batcher import MeterBatchItem
+from csms.services.stations import MeterCall
 
 log = logging.getLogger(__name__)
 VERSION = "ocpp1.6"
@@ -99,7 +99,7 @@ class CentralSystem16(ChargePoint):  # type: ignore[misc]
         check_meter_values(p, VERSION)
         tx = p.get("transaction_id")
         await self.ctx.meters.submit(
-            MeterBatchItem(
+            MeterCall(
                 self.id,
                 int(p["connector_id"]),  # 1.6 connector N is EVSE N; checked above
                 None if tx is None else str(tx),

@@ -14,7 +14,7 @@ from csms.ocpp.connection import LoggedConnection
 from csms.ocpp.context import ConnectionContext
 from csms.ocpp.hot_checks import check_meter_values
 from csms.ocpp.parsing import ocpp_time
-from csms.services.meter_batcher import MeterBatchItem
+from csms.services.stations import MeterCall
 
 log = logging.getLogger(__name__)
 VERSION = "ocpp2.0.1"
@@ -79,7 +79,7 @@ class CentralSystem201(ChargePoint):  # type: ignore[misc]
     async def on_meter_values(self, **p: Any) -> call_result.MeterValues:
         check_meter_values(p, VERSION)
         await self.ctx.meters.submit(
-            MeterBatchItem(
+            MeterCall(
                 self.id,
                 int(p.get("evse_id", 0)),
                 None,

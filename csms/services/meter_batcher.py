@@ -9,24 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 
-from csms.domain.events import MeterSample
-from csms.services.stations import StationService
+from csms.services.stations import MeterCall, StationService
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
-
-
-@dataclass(frozen=True, slots=True)
-class MeterBatchItem:
-    """One MeterValues call's worth of samples."""
-
-    charge_point_id: str
-    evse_id: int
-    ocpp_transaction_id: str | None
-    samples: list[MeterSample]
 
 
 class MeterBatcher:
@@ -35,9 +23,9 @@ class MeterBatcher:
     def __init__(self, stations: StationService, max_batch: int = MAX_BATCH) -> None:
         self._stations = stations
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[MeterBatchItem, asyncio.Future[None]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[MeterCall, asyncio.Future[None]]] = asyncio.Queue()
 
-    async def submit(self, item: MeterBatchItem) -> None:
+    async def submit(self, item: MeterCall) -> None:
         """Store one call's samples (returns once committed; raises if the commit failed)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((item, future))

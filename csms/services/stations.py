@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import delete, func, insert, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -399,7 +399,7 @@ class StationService:
     ) -> int:
         """Store one call's samples (duplicates ignored). Returns how many were new."""
         return await self.meter_values_batch(
-            [_MeterCall(charge_point_id, evse_id, ocpp_transaction_id, samples)]
+            [MeterCall(charge_point_id, evse_id, ocpp_transaction_id, samples)]
         )
 
     async def meter_values_batch(self, calls: Sequence[MeterCall]) -> int:
@@ -525,21 +525,10 @@ class StationService:
         return max(int(result.rowcount or 0), 0)  # -1 where the driver does not count
 
 
-class MeterCall(Protocol):
-    """One MeterValues call (see csms.services.meter_batcher.MeterBatchItem)."""
-
-    @property
-    def charge_point_id(self) -> str: ...
-    @property
-    def evse_id(self) -> int: ...
-    @property
-    def ocpp_transaction_id(self) -> str | None: ...
-    @property
-    def samples(self) -> list[MeterSample]: ...
-
-
 @dataclass(frozen=True, slots=True)
-class _MeterCall:
+class MeterCall:
+    """One MeterValues call's worth of samples (``evse_id``: 1.6 connector N is EVSE N)."""
+
     charge_point_id: str
     evse_id: int
     ocpp_transaction_id: str | None

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from csms.domain.events import MeterSample
-from csms.services.meter_batcher import MeterBatcher, MeterBatchItem
+from csms.services.meter_batcher import MeterBatcher
+from csms.services.stations import MeterCall
 
 
 class SlowStore:
@@ -26,11 +27,11 @@ class SlowStore:
         return len(calls)
 
 
-def _item(i: int) -> MeterBatchItem:
+def _item(i: int) -> MeterCall:
     sample = MeterSample(
         datetime(2026, 1, 1, tzinfo=UTC), "Energy.Active.Import.Register", float(i)
     )
-    return MeterBatchItem(f"cp{i}", 1, None, [sample])
+    return MeterCall(f"cp{i}", 1, None, [sample])
 
 
 async def test_concurrent_calls_share_commits() -> None:
