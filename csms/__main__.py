@@ -6,6 +6,7 @@ Settings come from the environment (``CSMS_…``, see csms.settings) and these f
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -69,6 +70,19 @@ def build_settings(argv: Sequence[str] | None = None) -> Settings:
     return Settings.model_validate(env)
 
 
+def _port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, or None (checked up front for a clear message)."""
+    if port == 0:
+        return None
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     try:
@@ -77,6 +91,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValidationError, DatabaseUrlError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for flag, host, port in (
+        ("--ocpp-port", settings.ocpp.host, settings.ocpp.port),
+        ("--http-port", settings.web.host, settings.web.port),
+    ):
+        problem = _port_problem(host, port)
+        if problem:
+            print(
+                f"error: cannot listen on {host}:{port} ({problem}); choose another {flag}",
+                file=sys.stderr,
+            )
+            return 2
     import uvicorn
 
     from csms import logs

@@ -295,3 +295,16 @@ def test_register_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     )
     assert "registered CP-9 with a password" in capsys.readouterr().out
     assert register(["CP-9", "--no-password", "--database-url", "mysql://x/y"]) == 2
+
+
+def test_port_in_use_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["--host", "127.0.0.1", "--ocpp-port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "--ocpp-port" in err
