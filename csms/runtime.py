@@ -15,12 +15,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from csms.db.engine import create_engine, session_factory
 from csms.db.migrate import upgrade_to_head
-from csms.domain.clock import Clock, SystemClock
+from csms.domain.clock import Clock, ScaledClock, SystemClock
 from csms.ocpp.gateway import OcppGateway
 from csms.ocpp.server import OcppServer
 from csms.ports import ChargerGateway
+from csms.services.notifications import Notifier
+from csms.services.sites import SiteService
+from csms.services.smart_charging import SmartCharging
 from csms.services.stations import StationService
-from csms.settings import Settings
+from csms.settings import ClockSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,32 +41,49 @@ class Runtime:
     stations: StationService
     ocpp: OcppServer
     gateway: ChargerGateway
+    notifier: Notifier
+    smart: SmartCharging
+    sites: SiteService
+
+
+def make_clock(settings: ClockSettings) -> Clock:
+    """The wall clock, or a replay clock when ``clock.start`` is set."""
+    if settings.start is None:
+        return SystemClock()
+    return ScaledClock(settings.start, settings.speed, anchor=settings.anchor)
 
 
 @contextlib.asynccontextmanager
 async def run(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Runtime]:
     """Migrate the database, start the OCPP endpoint; on exit close connections and flush."""
-    clock = clock or SystemClock()
+    clock = clock or make_clock(settings.clock)
     engine = create_engine(settings.database.url, echo=settings.database.echo_sql)
     try:
         await upgrade_to_head(engine)
         sessions = session_factory(engine)
+        notifier = Notifier()
         stations = StationService(
             sessions,
             clock,
             allow_unknown_chargers=settings.ocpp.allow_unknown_chargers,
             accept_unknown_id_tokens=settings.ocpp.accept_unknown_id_tokens,
+            notifier=notifier,
         )
         await stations.mark_all_disconnected()  # whatever a crash left behind
         server = OcppServer(settings.ocpp, stations, clock)
         gateway = OcppGateway(server, stations)
-        runtime = Runtime(settings, engine, sessions, clock, stations, server, gateway)
+        smart = SmartCharging(sessions, clock, gateway, notifier, settings.smart_charging)
+        sites = SiteService(sessions, clock, notifier)
+        runtime = Runtime(
+            settings, engine, sessions, clock, stations, server, gateway, notifier, smart, sites
+        )
         async with server.running(), asyncio.TaskGroup() as tg:
-            pruner = tg.create_task(_prune_forever(runtime))
+            tasks = [tg.create_task(_prune_forever(runtime)), tg.create_task(smart.run())]
             try:
                 yield runtime
             finally:
-                pruner.cancel()
+                for task in tasks:
+                    task.cancel()
     finally:
         await engine.dispose()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -56,6 +56,92 @@ class WebSettings(BaseModel):
     port: int = Field(8000, ge=0, le=65535, description="HTTP port")
 
 
+class ClockSettings(BaseModel):
+    """The central system's time: the wall clock, or a replay of a chosen period at some speed."""
+
+    start: AwareDatetime | None = Field(
+        None,
+        description="replay: the time the clock reads when the system starts (ISO 8601 with "
+        "offset); unset: wall-clock time",
+    )
+    speed: float = Field(
+        1.0,
+        gt=0,
+        le=10_000,
+        description="replay: clock seconds per real second (60: a day in 24 min)",
+    )
+    anchor: AwareDatetime | None = Field(
+        None,
+        description="replay: the wall-clock instant at which the clock reads start (default: when "
+        "the system starts); give the simulator the same start, speed and anchor to stay in step",
+    )
+
+
+class SmartChargingSettings(BaseModel):
+    """The planning loop (sites hold their own cap, prices, method and defaults)."""
+
+    enabled: bool = Field(True, description="plan sites and send charging profiles")
+    solve_time_limit_s: float = Field(
+        5.0, gt=0, le=600, description="solver time limit per plan (the best plan found is used)"
+    )
+    coalesce_s: float = Field(
+        0.3,
+        ge=0,
+        le=60,
+        description="real seconds to wait after an event before planning, so a burst of events "
+        "makes one plan",
+    )
+    call_timeout_s: float = Field(
+        10.0, gt=0, description="real seconds to wait for a charger's answer to a profile"
+    )
+    retries: int = Field(
+        2, ge=0, le=10, description="resends of a profile after a timeout or transport error"
+    )
+    retry_backoff_s: float = Field(
+        0.5, ge=0, description="real seconds before the first resend (doubles each time)"
+    )
+    verify_composite: bool = Field(
+        True,
+        description="after a profile is accepted, ask the charger for its composite schedule "
+        "(GetCompositeSchedule) to check it is applied",
+    )
+    compliance_tolerance: float = Field(
+        0.1, ge=0, le=1, description="a charger may draw this share above its limit (meter noise)"
+    )
+    compliance_margin_w: float = Field(
+        500.0, ge=0, description="... plus this many watts, before it counts as over its limit"
+    )
+    compliance_grace_s: float = Field(
+        120.0,
+        ge=0,
+        description="clock seconds a charger has to obey a new, lower limit before over-limit "
+        "readings count",
+    )
+    compliance_readings: int = Field(
+        2, ge=1, description="over-limit readings in a row that make a charger non-compliant"
+    )
+    deviation_ratio: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="an EV drawing under this share of its limit for deviation_window_s is taken "
+        "to be full or slower: planned at its real draw and the spare power given to others",
+    )
+    deviation_window_s: float = Field(
+        600.0,
+        gt=0,
+        description="clock seconds of low draw before an EV is planned at its real draw",
+    )
+    deviation_hold_s: float = Field(
+        1800.0,
+        gt=0,
+        description="clock seconds an EV stays planned at its real draw, then is probed",
+    )
+    audit_retention_days: float = Field(
+        365.0, ge=0, description="plans and profile dispatches older than this are deleted"
+    )
+
+
 class Settings(BaseSettings):
     """All settings of the central system."""
 
@@ -64,5 +150,7 @@ class Settings(BaseSettings):
     ocpp: OcppSettings = Field(default_factory=OcppSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    clock: ClockSettings = Field(default_factory=ClockSettings)
+    smart_charging: SmartChargingSettings = Field(default_factory=SmartChargingSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

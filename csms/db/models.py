@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint, true
 from sqlmodel import Field, SQLModel
 
 
@@ -33,12 +33,31 @@ def _ts(*, nullable: bool = True, index: bool = False) -> Any:
 
 
 class Site(SQLModel, table=True):
-    """A site behind one transformer."""
+    """A site behind one transformer, and how it is planned (see ``csms.domain.site_config``).
+
+    Schedules are lists of ``{"from": "HH:MM", "kw"|"price": value}`` in the site's local time; each
+    value holds from its time of day until the next entry's (the last one wraps past midnight).
+    """
 
     id: str = Field(primary_key=True, max_length=64)
     name: str = ""
     capacity_kw: float = 0.0
     timezone: str = "UTC"
+    capacity_schedule: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    price_schedule: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    safety_margin_kw: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    tx_default_kw: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    default_dwell_hours: float = Field(default=8.0, sa_column_kwargs={"server_default": "8"})
+    default_energy_kwh: float = Field(default=20.0, sa_column_kwargs={"server_default": "20"})
+    default_charger_max_kw: float = Field(default=22.0, sa_column_kwargs={"server_default": "22"})
+    method: str = Field(default="milp", max_length=16, sa_column_kwargs={"server_default": "milp"})
+    step_minutes: float = Field(default=15.0, sa_column_kwargs={"server_default": "15"})
+    horizon_hours: float = Field(default=24.0, sa_column_kwargs={"server_default": "24"})
+    smart_charging: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
 
 
 class ChargePoint(SQLModel, table=True):
@@ -162,18 +181,73 @@ class MeterValue(SQLModel, table=True):
     value: float = 0.0
 
 
-class SessionNeeds(SQLModel, table=True):
-    """What a session needs (departure, energy) and where that came from."""
+class NeedsInput(SQLModel, table=True):
+    """What one source says a session needs: ``ev`` (ISO 15118 NotifyEVChargingNeeds) or
+    ``operator`` (driver or operator, over the API / console). One row per source; the planner
+    merges them field by field (``csms.domain.needs``)."""
 
-    __tablename__ = "session_needs"
+    __tablename__ = "needs_input"
+    __table_args__ = (UniqueConstraint("transaction_id", "source"),)
 
-    transaction_id: int = Field(foreign_key="transaction.id", primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
+    transaction_id: int = Field(foreign_key="transaction.id", index=True)
+    source: str = Field(max_length=16)
     departure: datetime | None = _ts()
     energy_wh: float | None = None
     max_power_w: float | None = None
     min_power_w: float | None = None
-    source: str = "site_default"
     updated_at: datetime | None = _ts()
+
+
+class PlanAudit(SQLModel, table=True):
+    """One plan of one site: what went in, what came out, how long it took, why it ran.
+    Append-only (deleted only by retention)."""
+
+    __tablename__ = "plan_audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: str = Field(index=True, max_length=64)
+    created_at: datetime | None = _ts(index=True)
+    trigger: str = Field(default="", max_length=255)
+    method: str = Field(default="", max_length=16)
+    status: str = Field(default="", max_length=32)
+    fallback_reason: str | None = None
+    objective: float | None = None
+    sessions: int = 0
+    capacity_kw: float | None = None
+    reserved_kw: float | None = None
+    kpis: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    timings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    inputs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    plan: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    warnings: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+
+
+class ProfileAudit(SQLModel, table=True):
+    """One charging profile sent (or deliberately not sent): payload, answer, latency, which plan.
+    Append-only; ``verification`` is filled in once, when the check after acceptance is done."""
+
+    __tablename__ = "profile_audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: int | None = Field(default=None, index=True)
+    site_id: str | None = Field(default=None, index=True, max_length=64)
+    charge_point_id: str = Field(index=True, max_length=64)
+    evse_id: int = 0
+    transaction_id: int | None = Field(default=None, index=True)
+    ocpp_transaction_id: str | None = Field(default=None, max_length=64)
+    purpose: str = Field(default="TxProfile", max_length=32)
+    phase: str = Field(default="", max_length=16)
+    limit_w: float | None = None
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    status: str = Field(default="", max_length=32)
+    answer: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    error: str | None = None
+    latency_s: float = 0.0
+    attempts: int = 0
+    created_at: datetime | None = _ts(index=True)
+    verification: str | None = None
+    verified_at: datetime | None = _ts()
 
 
 class MessageLog(SQLModel, table=True):

@@ -109,3 +109,21 @@ def energy_register_wh(samples: tuple[MeterSample, ...] | list[MeterSample]) -> 
         if s.measurand == "Energy.Active.Import.Register" and s.phase == "":
             value = s.value * 1000.0 if s.unit == "kWh" else s.value
     return value
+
+
+def active_power_w(samples: tuple[MeterSample, ...] | list[MeterSample]) -> float | None:
+    """The last total Power.Active.Import reading in W (kW converted; per-phase values summed when
+    no total is given), if any."""
+    total: float | None = None
+    phases: dict[str, float] = {}
+    for s in samples:
+        if s.measurand != "Power.Active.Import" or s.context == "Transaction.Begin":
+            continue
+        watts = s.value * 1000.0 if s.unit == "kW" else s.value
+        if s.phase in ("", "N"):
+            total = watts
+        elif s.phase.startswith("L"):
+            phases[s.phase[:2]] = watts
+    if total is not None:
+        return total
+    return sum(phases.values()) if phases else None

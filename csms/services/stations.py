@@ -27,8 +27,8 @@ from csms.db.models import (
     IdToken,
     MessageLog,
     MeterValue,
+    NeedsInput,
     OutboundCall,
-    SessionNeeds,
     Site,
     Transaction,
     TransactionEventLog,
@@ -44,8 +44,10 @@ from csms.domain.events import (
     TransactionEnded,
     TransactionEventReceived,
     TransactionStarted,
+    active_power_w,
     energy_register_wh,
 )
+from csms.services.notifications import Notice, Notifier
 from csms.services.passwords import hash_password, verify_password
 
 log = logging.getLogger(__name__)
@@ -85,9 +87,11 @@ class StationService:
         *,
         allow_unknown_chargers: bool = False,
         accept_unknown_id_tokens: bool = False,
+        notifier: Notifier | None = None,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
+        self.notifier = notifier or Notifier()
         self.allow_unknown_chargers = allow_unknown_chargers
         self.accept_unknown_id_tokens = accept_unknown_id_tokens
 
@@ -153,6 +157,7 @@ class StationService:
             cp.ocpp_version = version
             cp.last_seen = now
             s.add(cp)
+        self.notifier.publish(Notice("connected", charge_point_id, at=now))
 
     async def mark_all_disconnected(self) -> None:
         """At start (single process): no charger is connected yet, whatever a crash left behind."""
@@ -167,6 +172,7 @@ class StationService:
                 .where(col(ChargePoint.id) == charge_point_id)
                 .values(connected=False)
             )
+        self.notifier.publish(Notice("disconnected", charge_point_id, at=self._clock.now()))
 
     async def booted(self, charge_point_id: str, boot: Booted) -> list[int]:
         """BootNotification: store identity; close transactions the reboot cut short.
@@ -204,6 +210,7 @@ class StationService:
                 s.add(tx)
                 if tx.id is not None:
                     closed.append(tx.id)
+        self.notifier.publish(Notice("booted", charge_point_id, at=now))
         return closed
 
     async def seen(self, charge_point_id: str) -> None:
@@ -222,6 +229,7 @@ class StationService:
             if cp is not None:
                 cp.capabilities = {**(cp.capabilities or {}), **capabilities}
                 s.add(cp)
+        self.notifier.publish(Notice("capabilities", charge_point_id, at=self._clock.now()))
 
     async def status_changed(self, charge_point_id: str, status: StatusChanged) -> None:
         """StatusNotification: keep the newest status per connector (older ones are ignored)."""
@@ -306,7 +314,18 @@ class StationService:
             assert tx.id is not None
             tx.ocpp_id = str(tx.id)  # 1.6: the integer we assign is the id on the wire
             s.add(tx)
-            return StartResult(tx.id, status, duplicate=False)
+            result = StartResult(tx.id, status, duplicate=False)
+        if tx.active:
+            self.notifier.publish(
+                Notice(
+                    "session_started",
+                    charge_point_id,
+                    tx.evse_id,
+                    result.transaction_id,
+                    at=start.timestamp,
+                )
+            )
+        return result
 
     async def stop_transaction(self, charge_point_id: str, end: TransactionEnded) -> bool:
         """1.6 StopTransaction (or a 2.0.1 Ended event). Idempotent; False if unknown."""
@@ -324,7 +343,9 @@ class StationService:
                 tx.meter_stop_wh = end.meter_stop_wh
                 tx.last_energy_wh = end.meter_stop_wh
             s.add(tx)
-            return True
+            notice = Notice("session_ended", charge_point_id, tx.evse_id, tx.id)
+        self.notifier.publish(notice)
+        return True
 
     async def transaction_event(
         self, charge_point_id: str, version: str, ev: TransactionEventReceived
@@ -333,6 +354,7 @@ class StationService:
         status = await self.authorize(ev.id_tag) if ev.id_tag is not None else None
         async with self._sessions.begin() as s:
             tx = await self._find(s, charge_point_id, ev.ocpp_id)
+            new = tx is None
             if tx is None:
                 # Started, or the first event we see of a transaction begun while we were away.
                 tx = Transaction(
@@ -388,7 +410,20 @@ class StationService:
             elif tx.stop_reason == CLOSED_BY_REBOOT:
                 tx.active, tx.stopped_at, tx.stop_reason = True, None, None  # it came back
             s.add(tx)
-            return EventResult(status, duplicate=False)
+            # 2.0.1 numbers EVSEs; the planner keys a 2.0.1 session by its EVSE.
+            notice = Notice(
+                "session_ended"
+                if ev.event_type == "Ended"
+                else ("session_started" if new else "meter"),
+                charge_point_id,
+                tx.evse_id,
+                tx.id,
+                power_w=active_power_w(ev.samples),
+                energy_wh=tx.last_energy_wh,
+                at=ev.timestamp,
+            )
+        self.notifier.publish(notice)
+        return EventResult(status, duplicate=False)
 
     async def meter_values(
         self,
@@ -407,6 +442,7 @@ class StationService:
         async with self._sessions.begin() as s:
             tx_ids: dict[tuple[str, str], Transaction | None] = {}
             rows: list[dict[str, Any]] = []
+            notices: list[Notice] = []
             for call in calls:
                 tx_id: int | None = None
                 if call.ocpp_transaction_id is not None:
@@ -424,7 +460,22 @@ class StationService:
                             tx.last_energy_wh = energy
                             s.add(tx)
                 rows.extend(_rows(call.charge_point_id, call.evse_id, tx_id, call.samples))
-            return await self._insert_samples(s, rows)
+                if tx_id is not None:
+                    notices.append(
+                        Notice(
+                            "meter",
+                            call.charge_point_id,
+                            call.evse_id,
+                            tx_id,
+                            power_w=active_power_w(call.samples),
+                            energy_wh=energy_register_wh(call.samples),
+                            at=max((x.timestamp for x in call.samples), default=None),
+                        )
+                    )
+            stored = await self._insert_samples(s, rows)
+        for notice in notices:
+            self.notifier.publish(notice)
+        return stored
 
     async def needs_reported(self, charge_point_id: str, needs: NeedsReported) -> bool:
         """NotifyEVChargingNeeds: attach to the active transaction on that EVSE."""
@@ -440,15 +491,22 @@ class StationService:
             ).first()
             if tx is None or tx.id is None:
                 return False
-            row = await s.get(SessionNeeds, tx.id) or SessionNeeds(transaction_id=tx.id)
+            row = (
+                await s.exec(
+                    select(NeedsInput).where(
+                        NeedsInput.transaction_id == tx.id, NeedsInput.source == "ev"
+                    )
+                )
+            ).first() or NeedsInput(transaction_id=tx.id, source="ev")
             row.departure = needs.departure
             row.energy_wh = needs.energy_wh
             row.max_power_w = needs.max_power_w
             row.min_power_w = needs.min_power_w
-            row.source = "ev"
             row.updated_at = self._clock.now()
             s.add(row)
-            return True
+            notice = Notice("needs", charge_point_id, tx.evse_id, tx.id)
+        self.notifier.publish(notice)
+        return True
 
     # --- raw message log ----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import pytest
 import websockets
 from ocpp.v16 import call as c16
 from ocpp.v201 import call as c201
+from sqlmodel import select
 from websockets.exceptions import InvalidStatus
 
 from csms.db.models import MessageLog, MeterValue
@@ -314,7 +315,7 @@ def test_auth_header_helper() -> None:
 
 
 async def test_offline_events_out_of_order_and_ev_needs_201(run_csms: RunCsms) -> None:
-    from csms.db.models import SessionNeeds
+    from csms.db.models import NeedsInput
 
     async with run_csms(**OPEN) as rt, connect(rt.ocpp.port, "CS-OFF", "ocpp2.0.1") as cs:
         await boot201(cs)
@@ -357,7 +358,9 @@ async def test_offline_events_out_of_order_and_ev_needs_201(run_csms: RunCsms) -
         assert full is not None
         assert [m.value for m in full.meter_values or []] == [1000.0, 2000.0, 3000.0]
         async with rt.sessions() as s:
-            stored = await s.get(SessionNeeds, tx.id)
+            stored = (
+                await s.exec(select(NeedsInput).where(NeedsInput.transaction_id == tx.id))
+            ).first()
         assert stored is not None
         assert (stored.energy_wh, stored.source) == (20000.0, "ev")
         # Needs for an EVSE without a transaction are refused.

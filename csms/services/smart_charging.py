@@ -1,0 +1,852 @@
+"""The smart-charging loop: needs → plan → charging profiles → confirmation → audit.
+
+One loop per site. It re-plans when something happens (session start/end, needs, cap change,
+charger offline/online, meter deviation, a failed dispatch) and every planning step; a burst of
+events makes one plan (``smart_charging.coalesce_s``). The solver runs in a worker thread with a
+time limit; if it fails, the heuristic plans; if everything fails, every session gets 0 W (safe).
+
+Safety (issue 5; ``csms.services.site_plan``): reservations keep the planned total under the cap;
+profiles that lower a charger's limit now are sent first, and those that raise one only once every
+decrease was accepted; a charger that rejects or does not confirm its profile is unmanaged for that
+session (its maximum is reserved) and the rest of the site is re-planned. At boot every charger gets
+a TxDefaultProfile (``Site.tx_default_kw``, 0 by default) so the site stays safe if the central
+system goes away: sessions running keep their last profile, new ones wait for a plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from csms.db.models import PlanAudit, ProfileAudit
+from csms.domain.clock import Clock
+from csms.domain.commands import CommandResult, RawCall
+from csms.domain.needs import resolve_needs
+from csms.domain.profiles import PowerSchedule
+from csms.ports import ChargerGateway
+from csms.services.audit import AuditLog
+from csms.services.notifications import Notice, Notifier
+from csms.services.profile_builder import (
+    ProfileBuildError,
+    build_tx_default_profile,
+    build_tx_profile,
+    choose_unit,
+    limit_in_unit,
+    limit_to_watts,
+    same_profile,
+)
+from csms.services.site_plan import (
+    ConnectorKey,
+    ConnectorState,
+    PlanInputs,
+    SessionState,
+    SiteSnapshot,
+    committed_w,
+    plan_inputs,
+    schedules,
+)
+from csms.services.site_state import ChargerInfo, LoadedSite, load_site, site_ids, site_of
+from csms.settings import SmartChargingSettings
+from optimizer.planner import solve
+from optimizer.result import SolveResult
+from optimizer.scenario_io import problem_to_dict
+
+log = logging.getLogger(__name__)
+
+TX_DEFAULT_PROFILE_ID: Final = 1
+TX_PROFILE_ID_BASE: Final = 1000  # + connector / EVSE id: one id per connector, so updates replace
+STACK_LEVEL: Final = 0  # valid on every charger; TxProfile outranks TxDefaultProfile by purpose
+PRUNE_EVERY_S: Final = 3600.0
+
+
+@dataclass
+class ChargerControl:
+    """What the loop knows about a charger beyond the database."""
+
+    info: ChargerInfo | None = None
+    default_limit_w: float | None = None  # its TxDefaultProfile limit, once accepted
+    controllable: bool = True
+    composite_rejected: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class SessionControl:
+    """What the loop knows about a running transaction."""
+
+    key: ConnectorKey
+    installed: dict[str, Any] | None = None  # the TxProfile payload last accepted
+    schedule: PowerSchedule | None = None  # the planned watts behind it (the limits never exceed)
+    accepted_at: datetime | None = None
+    audit_id: int | None = None
+    unmanaged_reason: str | None = None
+    ev_limit_w: float | None = None
+    ev_limit_until: datetime | None = None
+    low_since: datetime | None = None
+    over_count: int = 0
+    power_w: float | None = None
+
+
+@dataclass
+class _SiteLoop:
+    reasons: set[str] = field(default_factory=set)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    key: ConnectorKey
+    transaction_id: int
+    ocpp_transaction_id: str
+    payload: dict[str, Any]
+    schedule: PowerSchedule
+    limit_w: float  # the limit in force now under the new profile (after truncation), in W
+
+
+@dataclass
+class _Outcome:
+    change: _Change
+    result: CommandResult
+    attempts: int
+
+    @property
+    def accepted(self) -> bool:
+        return self.result.ok and self.result.status == "Accepted"
+
+
+def _is_transient(result: CommandResult) -> bool:
+    """A timeout or a lost connection may succeed when resent; a CALLERROR or Rejected will not."""
+    error = result.error or ""
+    return not result.ok and (error.startswith("no answer") or error.startswith("connection lost"))
+
+
+class SmartCharging:
+    """Plans every site and keeps its chargers on the plan. One instance per process."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        gateway: ChargerGateway,
+        notifier: Notifier,
+        settings: SmartChargingSettings,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._gateway = gateway
+        self._settings = settings
+        self.audit = AuditLog(sessions)
+        self._notices: asyncio.Queue[Notice] = asyncio.Queue()
+        notifier.subscribe(self._notices.put_nowait)
+        self._loops: dict[str, _SiteLoop] = {}
+        self._site_of: dict[str, str | None] = {}
+        self.cp_control: dict[str, ChargerControl] = {}
+        self.tx_control: dict[int, SessionControl] = {}
+        self._tg: asyncio.TaskGroup | None = None
+
+    # --- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Consume notices and run every site's loop until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            for site_id in await site_ids(self._sessions):
+                self._loop(site_id)
+            tg.create_task(self._prune_forever())
+            while True:
+                notice = await self._notices.get()
+                try:
+                    await self._handle(notice)
+                except Exception:  # one bad notice must not stop the loop
+                    log.exception("smart charging: handling %s failed", notice.kind)
+
+    def request(self, site_id: str, reason: str) -> None:
+        """Ask for a re-plan of ``site_id`` soon (bursts coalesce into one plan)."""
+        loop = self._loop(site_id)
+        loop.reasons.add(reason)
+        loop.wake.set()
+
+    def _loop(self, site_id: str) -> _SiteLoop:
+        loop = self._loops.get(site_id)
+        if loop is None:
+            loop = self._loops[site_id] = _SiteLoop()
+            if self._tg is not None:
+                self._tg.create_task(self._site_forever(site_id, loop))
+        return loop
+
+    async def _site_forever(self, site_id: str, loop: _SiteLoop) -> None:
+        step_s = 900.0
+        while True:
+            wake = asyncio.ensure_future(loop.wake.wait())
+            timer = asyncio.ensure_future(self._clock.sleep(step_s))
+            try:
+                await asyncio.wait({wake, timer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (wake, timer):
+                    task.cancel()
+            if not loop.wake.is_set():
+                loop.reasons.add("periodic")
+            await asyncio.sleep(self._settings.coalesce_s)
+            loop.wake.clear()
+            reasons = ", ".join(sorted(loop.reasons))
+            loop.reasons.clear()
+            try:
+                site = await self.replan(site_id, reasons)
+                if site is not None:
+                    step_s = site.config.step_minutes * 60.0
+            except Exception:  # logged; the next event or period tries again
+                log.exception("smart charging: planning site %s failed", site_id)
+
+    async def _prune_forever(self) -> None:
+        keep = timedelta(days=self._settings.audit_retention_days)
+        while True:
+            try:
+                removed = await self.audit.prune(self._clock.now() - keep)
+                if removed:
+                    log.info("audit log: removed %d rows older than %s", removed, keep)
+            except Exception:  # pruning must never stop the system
+                log.exception("audit log pruning failed")
+            await asyncio.sleep(PRUNE_EVERY_S)
+
+    # --- notices -----------------------------------------------------------------------------
+
+    async def _site(self, charge_point_id: str, *, refresh: bool = False) -> str | None:
+        if refresh or charge_point_id not in self._site_of:
+            self._site_of[charge_point_id] = await site_of(self._sessions, charge_point_id)
+        return self._site_of[charge_point_id]
+
+    async def _handle(self, n: Notice) -> None:
+        if n.kind == "site":
+            if n.site_id is not None:
+                self._site_of.clear()  # chargers may have moved
+                self.request(n.site_id, "site settings changed")
+            return
+        if n.kind == "meter":
+            self._on_meter(n)
+            return
+        site_id = await self._site(n.charge_point_id, refresh=n.kind in ("connected", "booted"))
+        if n.kind == "capabilities":
+            if self._tg is not None and site_id is not None:
+                self._tg.create_task(self._install_default(site_id, n.charge_point_id))
+            return
+        if n.kind == "session_ended" and n.transaction_id is not None:
+            self.tx_control.pop(n.transaction_id, None)
+        if n.kind == "booted":
+            # A rebooted charger lost its transactions and may have lost its profiles.
+            for tx_id in [t for t, s in self.tx_control.items() if s.key[0] == n.charge_point_id]:
+                del self.tx_control[tx_id]
+        if site_id is None or not self._settings.enabled:
+            return
+        reason = {
+            "connected": "charger online",
+            "disconnected": "charger offline",
+            "booted": "charger booted",
+            "session_started": "session started",
+            "session_ended": "session ended",
+            "needs": "needs updated",
+        }.get(n.kind)
+        if reason is not None:
+            self.request(site_id, reason)
+
+    def _on_meter(self, n: Notice) -> None:
+        """Compliance (draws over its limit) and deviation (draws well under it) from meters."""
+        sc = self.tx_control.get(n.transaction_id or -1)
+        if sc is None or n.power_w is None:
+            return
+        sc.power_w = n.power_w
+        if sc.unmanaged_reason is not None or sc.schedule is None or sc.accepted_at is None:
+            return
+        now = self._clock.now()
+        cfg = self._settings
+        grace = timedelta(seconds=cfg.compliance_grace_s)
+        if now - sc.accepted_at < grace:
+            return
+        # Limits change at step edges and chargers take a moment to follow: compare with the
+        # highest limit of the grace period, and the lowest for deviation.
+        window = [sc.schedule.watts_at(now - grace * (i / 4)) for i in range(5)]
+        known = [w for w in window if w is not None]
+        if not known:
+            return
+        high, low = max(known), min(known)
+        site_id = self._site_of.get(n.charge_point_id)
+        if n.power_w > high * (1 + cfg.compliance_tolerance) + cfg.compliance_margin_w:
+            sc.over_count += 1
+            if sc.over_count >= cfg.compliance_readings:
+                sc.unmanaged_reason = (
+                    f"non-compliant: draws {n.power_w:.0f} W over its limit of {high:.0f} W"
+                )
+                log.warning("%s", sc.unmanaged_reason, extra={"charge_point": n.charge_point_id})
+                if sc.audit_id is not None and self._tg is not None:
+                    self._tg.create_task(
+                        self.audit.set_verification(sc.audit_id, sc.unmanaged_reason, now)
+                    )
+                if site_id is not None:
+                    self.request(site_id, "charger non-compliant")
+            return
+        sc.over_count = 0
+        if (
+            low > 0
+            and n.power_w < cfg.deviation_ratio * low
+            and low - n.power_w > cfg.compliance_margin_w
+        ):
+            sc.low_since = sc.low_since or now
+            if now - sc.low_since >= timedelta(seconds=cfg.deviation_window_s):
+                sc.ev_limit_w = max(n.power_w * 1.1, cfg.compliance_margin_w)
+                sc.ev_limit_until = now + timedelta(seconds=cfg.deviation_hold_s)
+                sc.low_since = None
+                if site_id is not None:
+                    self.request(site_id, "meter deviation")
+        else:
+            sc.low_since = None
+
+    # --- planning ----------------------------------------------------------------------------
+
+    def _snapshot(self, site: LoadedSite, now: datetime) -> SiteSnapshot:
+        cfg = site.config
+        txs = {(t.charge_point_id, t.evse_id): t for t in site.transactions}
+        connectors: list[ConnectorState] = []
+        for ch in site.chargers:
+            control = self.cp_control.setdefault(ch.id, ChargerControl())
+            control.info = ch
+            max_w = ch.limits.max_power_w or cfg.default_charger_max_kw * 1000.0
+            evses = sorted(set(ch.evse_ids) | {e for (cp, e) in txs if cp == ch.id})
+            for evse in evses:
+                tx = txs.get((ch.id, evse))
+                session = None
+                if tx is not None:
+                    sc = self.tx_control.setdefault(tx.id, SessionControl((ch.id, evse)))
+                    if sc.ev_limit_until is not None and now >= sc.ev_limit_until:
+                        sc.ev_limit_w = sc.ev_limit_until = None  # probe: maybe it goes faster
+                    needs = resolve_needs(
+                        tx.needs,
+                        started_at=tx.started_at or now,
+                        default_dwell=timedelta(hours=cfg.default_dwell_hours),
+                        default_energy_wh=cfg.default_energy_kwh * 1000.0,
+                    )
+                    session = SessionState(
+                        transaction_id=tx.id,
+                        ocpp_transaction_id=tx.ocpp_id,
+                        started_at=tx.started_at or now,
+                        needs=needs,
+                        delivered_wh=tx.delivered_wh,
+                        ev_limit_w=sc.ev_limit_w,
+                        unmanaged_reason=sc.unmanaged_reason,
+                    )
+                connectors.append(
+                    ConnectorState(
+                        charge_point_id=ch.id,
+                        evse_id=evse,
+                        ocpp_version=ch.ocpp_version,
+                        connected=self._gateway.is_connected(ch.id),
+                        controllable=ch.capabilities.enabled and control.controllable,
+                        max_power_w=max_w,
+                        min_power_w=min(ch.limits.min_power_w, max_w),
+                        default_limit_w=control.default_limit_w,
+                        session=session,
+                    )
+                )
+        return SiteSnapshot(cfg, now, tuple(connectors))
+
+    def _limit_now(self, key: ConnectorKey, tx_id: int, now: datetime, max_w: float) -> float:
+        """The limit believed in force on a connector now: its accepted TxProfile, else its
+        accepted TxDefaultProfile, else its maximum."""
+        sc = self.tx_control.get(tx_id)
+        if sc is not None and sc.schedule is not None:
+            w = sc.schedule.watts_at(now)
+            if w is not None:
+                return min(w, max_w)
+        control = self.cp_control.get(key[0])
+        if control is not None and control.default_limit_w is not None:
+            return min(control.default_limit_w, max_w)
+        return max_w
+
+    async def replan(self, site_id: str, trigger: str) -> LoadedSite | None:
+        """Plan the site now and dispatch the profiles (waits for the answers)."""
+        loop = self._loop(site_id)
+        async with loop.lock:
+            site = await load_site(self._sessions, site_id)
+            if site is None or not site.config.smart_charging or not self._settings.enabled:
+                return site
+            await self._plan_and_dispatch(site, trigger)
+            return site
+
+    async def _solve(
+        self, inputs: PlanInputs, method: str
+    ) -> tuple[SolveResult | None, str | None]:
+        if inputs.problem is None:
+            return None, None
+        try:
+            result = await asyncio.to_thread(
+                solve,
+                inputs.problem,
+                method,
+                time_limit_s=self._settings.solve_time_limit_s,
+                fallback=True,
+            )
+        except Exception as exc:  # every planner failed: 0 W for everyone is safe
+            log.exception("planning failed; every session gets 0 W until the next plan")
+            return None, f"{type(exc).__name__}: {exc}"
+        return result, None
+
+    async def _plan_and_dispatch(self, site: LoadedSite, trigger: str) -> int:
+        t0 = time.perf_counter()
+        now = self._clock.now()
+        snap = self._snapshot(site, now)
+        cfg = site.config
+        inputs = plan_inputs(snap, min_power=cfg.method == "milp")
+        result, failure = await self._solve(inputs, cfg.method)
+        scheds = schedules(inputs, result)
+        plan_s = time.perf_counter() - t0
+        plan_id = await self.audit.add_plan(
+            self._plan_row(site, inputs, result, failure, trigger, now, scheds, plan_s)
+        )
+        await self._dispatch(site, snap, inputs, scheds, plan_id, now)
+        return plan_id
+
+    def _plan_row(
+        self,
+        site: LoadedSite,
+        inputs: PlanInputs,
+        result: SolveResult | None,
+        failure: str | None,
+        trigger: str,
+        now: datetime,
+        scheds: dict[ConnectorKey, PowerSchedule],
+        plan_s: float,
+    ) -> PlanAudit:
+        warnings = list(inputs.warnings)
+        if result is not None:
+            warnings.extend(result.warnings)
+        status = "no_sessions" if inputs.problem is None else "failed"
+        if result is not None:
+            status = result.status.value
+        sessions_out: dict[str, Any] = {}
+        for sid, key in inputs.planned.items():
+            sched = scheds[key]
+            sessions_out[sid] = {
+                "charge_point_id": key[0],
+                "evse_id": key[1],
+                "transaction_id": inputs.transactions.get(sid),
+                "power_kw": [round(w / 1000.0, 3) for w in sched.watts],
+            }
+        return PlanAudit(
+            site_id=site.config.id,
+            created_at=now,
+            trigger=trigger[:255],
+            method=(result.method.value if result is not None else site.config.method),
+            status=status,
+            fallback_reason=(result.solver.fallback_reason if result is not None else failure),
+            objective=(result.solver.objective if result is not None else None),
+            sessions=len(inputs.planned),
+            capacity_kw=round(min(inputs.cap_kw), 3),
+            reserved_kw=round(inputs.reserved_w / 1000.0, 3),
+            kpis=result.kpis.to_dict() if result is not None else {},
+            timings={
+                **(dataclasses.asdict(result.timings) if result is not None else {}),
+                "plan_s": round(plan_s, 4),
+            },
+            inputs={
+                "problem": problem_to_dict(inputs.problem) if inputs.problem is not None else None,
+                "reservations": [
+                    {
+                        "charge_point_id": r.key[0],
+                        "evse_id": r.key[1],
+                        "watts": r.watts,
+                        "reason": r.reason,
+                    }
+                    for r in inputs.reservations
+                ],
+                "cap_kw": list(inputs.cap_kw),
+            },
+            plan={
+                "start": inputs.start.isoformat(),
+                "step_s": inputs.step_s,
+                "sessions": sessions_out,
+            },
+            warnings=warnings,
+        )
+
+    # --- dispatch ----------------------------------------------------------------------------
+
+    def _changes(
+        self,
+        site: LoadedSite,
+        snap: SiteSnapshot,
+        scheds: dict[ConnectorKey, PowerSchedule],
+        now: datetime,
+    ) -> tuple[list[_Change], list[_Change], list[ProfileAudit]]:
+        chargers = {c.id: c for c in site.chargers}
+        decreases: list[_Change] = []
+        increases: list[_Change] = []
+        problems: list[ProfileAudit] = []
+        states = {c.key: c for c in snap.connectors}
+        for key, sched in scheds.items():
+            ch, state = chargers[key[0]], states[key]
+            session = state.session
+            assert session is not None
+            sc = self.tx_control[session.transaction_id]
+            try:
+                payload = build_tx_profile(
+                    sched,
+                    now=now,
+                    version=ch.ocpp_version,
+                    transaction_id=session.ocpp_transaction_id,
+                    evse_or_connector_id=key[1],
+                    capabilities=ch.capabilities,
+                    limits=ch.limits,
+                    profile_id=TX_PROFILE_ID_BASE + key[1],
+                    stack_level=STACK_LEVEL,
+                )
+            except ProfileBuildError as exc:
+                sc.unmanaged_reason = f"no valid profile: {exc}"
+                problems.append(
+                    self._audit_row(
+                        site.config.id,
+                        key,
+                        session.transaction_id,
+                        session.ocpp_transaction_id,
+                        "TxProfile",
+                        "skipped",
+                        {},
+                        None,
+                        CommandResult(ok=False, error=str(exc)),
+                        0,
+                        now,
+                    )
+                )
+                continue
+            if sc.installed is not None and same_profile(sc.installed, payload):
+                sc.schedule = sched  # same limits: nothing to send
+                continue
+            unit = choose_unit(ch.capabilities)
+            planned_now = sched.watts_at(now) or 0.0
+            limit_w = limit_to_watts(
+                limit_in_unit(planned_now, unit=unit, limits=ch.limits), unit=unit, limits=ch.limits
+            )
+            change = _Change(
+                key, session.transaction_id, session.ocpp_transaction_id, payload, sched, limit_w
+            )
+            before = self._limit_now(key, session.transaction_id, now, state.max_power_w)
+            (decreases if limit_w <= before else increases).append(change)
+        return decreases, increases, problems
+
+    async def _dispatch(
+        self,
+        site: LoadedSite,
+        snap: SiteSnapshot,
+        inputs: PlanInputs,
+        scheds: dict[ConnectorKey, PowerSchedule],
+        plan_id: int,
+        now: datetime,
+    ) -> None:
+        site_id = site.config.id
+        decreases, increases, problems = self._changes(site, snap, scheds, now)
+        if problems:
+            await self.audit.add_profiles(problems)
+            self.request(site_id, "profile could not be built")
+        failed = await self._send_phase(site_id, plan_id, decreases, "decrease", now)
+        if failed:
+            # An unconfirmed decrease means the site may still be committed to the old, higher
+            # limit: raising anyone now could overload it. Re-plan with that charger reserved.
+            if increases:
+                await self.audit.add_profiles(
+                    [
+                        self._audit_row(
+                            site_id,
+                            c.key,
+                            c.transaction_id,
+                            c.ocpp_transaction_id,
+                            "TxProfile",
+                            "increase",
+                            c.payload,
+                            plan_id,
+                            CommandResult(
+                                ok=False, error="held back: a decrease was not confirmed"
+                            ),
+                            0,
+                            now,
+                            status="held",
+                        )
+                        for c in increases
+                    ]
+                )
+            self.request(site_id, "decrease not confirmed")
+            return
+        limits_now = {
+            c.key: self._limit_now(c.key, c.session.transaction_id, now, c.max_power_w)
+            for c in snap.connectors
+            if c.session is not None
+        }
+        for c in increases:
+            limits_now[c.key] = c.limit_w
+        committed = committed_w(limits_now, inputs)
+        cap = inputs.cap_kw[0] * 1000.0
+        if committed > cap + 1.0:
+            log.error(
+                "site %s: increases held back, %.0f W would be committed against %.0f W",
+                site_id,
+                committed,
+                cap,
+            )
+            self.request(site_id, "increases held back")
+            return
+        if await self._send_phase(site_id, plan_id, increases, "increase", now):
+            self.request(site_id, "increase not confirmed")
+
+    async def _send_phase(
+        self, site_id: str, plan_id: int, changes: list[_Change], phase: str, now: datetime
+    ) -> bool:
+        """Send one phase's profiles, concurrently across chargers; True if any failed."""
+        if not changes:
+            return False
+        outcomes = await asyncio.gather(*(self._send(c) for c in changes))
+        rows = [
+            self._audit_row(
+                site_id,
+                o.change.key,
+                o.change.transaction_id,
+                o.change.ocpp_transaction_id,
+                "TxProfile",
+                phase,
+                o.change.payload,
+                plan_id,
+                o.result,
+                o.attempts,
+                now,
+                limit_w=o.change.limit_w,
+            )
+            for o in outcomes
+        ]
+        ids = await self.audit.add_profiles(rows)
+        failed = False
+        for outcome, audit_id in zip(outcomes, ids, strict=True):
+            sc = self.tx_control.get(outcome.change.transaction_id)
+            if sc is None:
+                continue  # the session ended meanwhile
+            if outcome.accepted:
+                sc.installed = outcome.change.payload
+                sc.schedule = outcome.change.schedule
+                sc.accepted_at = self._clock.now()
+                sc.audit_id = audit_id
+                sc.over_count = 0
+                if self._settings.verify_composite and self._tg is not None:
+                    self._tg.create_task(self._verify(outcome.change, audit_id))
+                continue
+            failed = True
+            answer = outcome.result.status if outcome.result.ok else outcome.result.error
+            sc.unmanaged_reason = f"TxProfile not accepted ({answer})"
+            log.warning(
+                "%s: unmanaged for this session, its maximum is reserved",
+                sc.unmanaged_reason,
+                extra={
+                    "charge_point": outcome.change.key[0],
+                    "transaction": outcome.change.ocpp_transaction_id,
+                },
+            )
+        return failed
+
+    async def _call(
+        self, charge_point_id: str, action: str, payload: dict[str, Any]
+    ) -> tuple[CommandResult, int]:
+        """One call with bounded retries on timeouts and lost connections, serial per charger."""
+        cfg = self._settings
+        control = self.cp_control.setdefault(charge_point_id, ChargerControl())
+        attempts = 0
+        async with control.lock:
+            while True:
+                attempts += 1
+                try:
+                    result = await asyncio.wait_for(
+                        self._gateway.send(charge_point_id, RawCall(action, payload)),
+                        cfg.call_timeout_s,
+                    )
+                except TimeoutError:
+                    result = CommandResult(
+                        ok=False, error=f"no answer within {cfg.call_timeout_s} s"
+                    )
+                if not _is_transient(result) or attempts > cfg.retries:
+                    return result, attempts
+                if not self._gateway.is_connected(charge_point_id):
+                    return result, attempts
+                await asyncio.sleep(cfg.retry_backoff_s * 2 ** (attempts - 1))
+
+    async def _send(self, change: _Change) -> _Outcome:
+        result, attempts = await self._call(change.key[0], "SetChargingProfile", change.payload)
+        return _Outcome(change, result, attempts)
+
+    def _audit_row(
+        self,
+        site_id: str | None,
+        key: ConnectorKey,
+        transaction_id: int | None,
+        ocpp_transaction_id: str | None,
+        purpose: str,
+        phase: str,
+        payload: dict[str, Any],
+        plan_id: int | None,
+        result: CommandResult,
+        attempts: int,
+        now: datetime,
+        *,
+        limit_w: float | None = None,
+        status: str | None = None,
+    ) -> ProfileAudit:
+        return ProfileAudit(
+            plan_id=plan_id,
+            site_id=site_id,
+            charge_point_id=key[0],
+            evse_id=key[1],
+            transaction_id=transaction_id,
+            ocpp_transaction_id=ocpp_transaction_id,
+            purpose=purpose,
+            phase=phase,
+            limit_w=limit_w,
+            payload=payload,
+            status=status or (result.status or "error" if result.ok else "error"),
+            answer=result.payload,
+            error=result.error,
+            latency_s=round(result.latency_s, 4),
+            attempts=attempts,
+            created_at=now,
+        )
+
+    # --- TxDefaultProfile at boot and verification ------------------------------------------
+
+    async def _install_default(self, site_id: str, charge_point_id: str) -> None:
+        """Install the safety net on a charger that just booted, then re-plan its site."""
+        site = await load_site(self._sessions, site_id)
+        if site is None or not self._settings.enabled:
+            return
+        info = next((c for c in site.chargers if c.id == charge_point_id), None)
+        if info is None:
+            return
+        control = self.cp_control.setdefault(charge_point_id, ChargerControl())
+        control.info = info
+        now = self._clock.now()
+        key = (charge_point_id, 0)
+        if not info.capabilities.enabled:
+            control.controllable = False
+            row = self._audit_row(
+                site_id,
+                key,
+                None,
+                None,
+                "TxDefaultProfile",
+                "default",
+                {},
+                None,
+                CommandResult(ok=False, error="smart charging disabled on the charger"),
+                0,
+                now,
+                status="skipped",
+            )
+            await self.audit.add_profiles([row])
+            self.request(site_id, "charger cannot do smart charging")
+            return
+        limit_w = site.config.tx_default_kw * 1000.0
+        payload = build_tx_default_profile(
+            version=info.ocpp_version,
+            limit_w=limit_w,
+            capabilities=info.capabilities,
+            limits=info.limits,
+            profile_id=TX_DEFAULT_PROFILE_ID,
+            stack_level=STACK_LEVEL,
+        )
+        unit = choose_unit(info.capabilities)
+        sent_w = limit_to_watts(
+            limit_in_unit(limit_w, unit=unit, limits=info.limits), unit=unit, limits=info.limits
+        )
+        result, attempts = await self._call(charge_point_id, "SetChargingProfile", payload)
+        accepted = result.ok and result.status == "Accepted"
+        control.default_limit_w = sent_w if accepted else None
+        if not result.ok and (result.error or "").startswith(("NotSupported", "NotImplemented")):
+            control.controllable = False  # no SmartCharging feature profile
+        elif accepted:
+            control.controllable = True
+        await self.audit.add_profiles(
+            [
+                self._audit_row(
+                    site_id,
+                    key,
+                    None,
+                    None,
+                    "TxDefaultProfile",
+                    "default",
+                    payload,
+                    None,
+                    result,
+                    attempts,
+                    now,
+                    limit_w=sent_w,
+                )
+            ]
+        )
+        self.request(site_id, "charger ready")
+
+    async def _verify(self, change: _Change, audit_id: int) -> None:
+        """Ask the charger what it will really allow (GetCompositeSchedule) and record whether it
+        is within the profile just accepted. Chargers that reject the request are left to the meter
+        check (OCPP_SMART_CHARGING.md: some chargers reject GetCompositeSchedule)."""
+        cp_id, evse = change.key
+        control = self.cp_control.get(cp_id)
+        if control is None or control.info is None or control.composite_rejected:
+            return
+        unit = choose_unit(control.info.capabilities)
+        result, _ = await self._call(
+            cp_id, "GetCompositeSchedule", _composite_request(control.info.ocpp_version, evse, unit)
+        )
+        now = self._clock.now()
+        if not (result.ok and result.status == "Accepted"):
+            control.composite_rejected = True
+            await self.audit.set_verification(
+                audit_id,
+                f"unverified: GetCompositeSchedule {result.status or result.error}; meters checked",
+                now,
+            )
+            return
+        limit = _composite_limit_now(result.payload)
+        if limit is None:
+            await self.audit.set_verification(audit_id, "unverified: no composite schedule", now)
+            return
+        watts = limit_to_watts(limit[0], unit=limit[1], limits=control.info.limits)
+        if watts <= change.limit_w * 1.01 + 1.0:
+            await self.audit.set_verification(
+                audit_id, f"applied: composite limit {watts:.0f} W", now
+            )
+        else:
+            await self.audit.set_verification(
+                audit_id,
+                f"not applied: composite limit {watts:.0f} W above {change.limit_w:.0f} W",
+                now,
+            )
+
+
+def _composite_request(version: str, evse: int, unit: str) -> dict[str, Any]:
+    if version == "ocpp1.6":
+        return {"connectorId": evse, "duration": 60, "chargingRateUnit": unit}
+    return {"evseId": evse, "duration": 60, "chargingRateUnit": unit}
+
+
+def _composite_limit_now(answer: dict[str, Any]) -> tuple[float, Any] | None:
+    """(limit of the first period, unit) of a GetCompositeSchedule answer of either version."""
+    schedule = answer.get("chargingSchedule") or answer.get("schedule")
+    if not isinstance(schedule, dict):
+        return None
+    periods = schedule.get("chargingSchedulePeriod")
+    if not isinstance(periods, list) or not periods:
+        return None
+    first = min(periods, key=lambda p: p.get("startPeriod", 0))
+    unit = schedule.get("chargingRateUnit", "A")
+    try:
+        return float(first["limit"]), ("W" if unit == "W" else "A")
+    except (KeyError, TypeError, ValueError):
+        return None
