@@ -176,6 +176,22 @@ class ChargerState:
             transactions=tuple(t for t in self.transactions if t.connector_id != connector_id),
         )
 
+    def rename_transaction(self, old: str, new: str) -> ChargerState:
+        """Give transaction ``old`` (and the TxProfiles bound to it) the id ``new``: a 1.6
+        charger that started offline learns the central system's id later."""
+        return ChargerState(
+            profiles=tuple(
+                replace(ip, profile=replace(ip.profile, transaction_id=new))
+                if ip.profile.transaction_id == old
+                else ip
+                for ip in self.profiles
+            ),
+            transactions=tuple(
+                replace(t, transaction_id=new) if t.transaction_id == old else t
+                for t in self.transactions
+            ),
+        )
+
     def install(self, connector_id: int, profile: ChargingProfile) -> ChargerState:
         """Install ``profile`` (already validated), replacing what it replaces.
 

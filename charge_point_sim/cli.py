@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import json
 import logging
+import ssl
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +20,15 @@ from charge_point_sim.charger_model import ChargerSpec
 from charge_point_sim.clock import ScaledClock
 from charge_point_sim.driver import Arrival
 from charge_point_sim.errors import SimulatorError
-from charge_point_sim.runner import ChargerConfig, ChargerRun, progress, report, run_site
+from charge_point_sim.iso15118 import with_iso15118
+from charge_point_sim.runner import (
+    ChargerConfig,
+    ChargerRun,
+    progress,
+    report,
+    run_site,
+    tls_context,
+)
 from charge_point_sim.scenario import ChargerSlot, parse_scenario, random_arrivals
 from charge_point_sim.site import Site, load_site
 from charge_point_sim.station import Station
@@ -73,6 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="site description file (JSON, see charge_point_sim/README.md); replaces --chargers, "
         "--connectors, --max-power-kw, --id-prefix, --password and --version",
     )
+    run.add_argument(
+        "--iso15118-share",
+        type=float,
+        help="share of the EVs that speak ISO 15118, 0 to 1 (default: the site file's, else 0); "
+        "on 2.0.1 chargers they send NotifyEVChargingNeeds after the transaction starts",
+    )
+    run.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="seeds which EVs speak ISO 15118 and the reconnect jitter (default 1)",
+    )
+    run.add_argument(
+        "--ca-file",
+        type=Path,
+        help="CA certificate (PEM) that a wss:// central system's certificate is checked "
+        "against (default: the site file's, else the system's trust store)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
 
@@ -91,6 +119,9 @@ def _problems(args: argparse.Namespace) -> list[str]:
         problems.append("--max-power-kw must be > 0")
     if not args.url.startswith(("ws://", "wss://")):
         problems.append("--url must start with ws:// or wss://")
+    share = args.iso15118_share
+    if share is not None and not 0 <= share <= 1:  # also catches NaN
+        problems.append("--iso15118-share must be within [0, 1]")
     return problems
 
 
@@ -143,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
     acn: AcnScenario | None = None
     seed = 0
     start = datetime.now(UTC)
+    tls: ssl.SSLContext | None = None
     try:
         acn = parse_acn_scenario(args.scenario)
         if acn is None:
@@ -153,8 +185,15 @@ def run(args: argparse.Namespace) -> int:
             start = _start(args.start)
         if args.site is not None:
             site = load_site(args.site)
+        ca_file: Path | None = args.ca_file
+        if ca_file is None and site is not None:
+            ca_file = site.ca_file
+        tls = tls_context(args.url, None if ca_file is None else str(ca_file))
     except (SimulatorError, ValueError) as e:
         problems.append(str(e))
+    share = args.iso15118_share
+    if share is None:
+        share = 0.0 if site is None or site.iso15118_share is None else site.iso15118_share
     slots = (
         [ChargerSlot(c.charger_id, c.spec) for c in configs(args)]
         if site is None
@@ -168,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 arrivals, count = acn_scenario_arrivals(acn, slots)
                 print(f"ACN {acn.day}: {count} sessions", file=sys.stderr)
+            if share > 0:
+                arrivals = with_iso15118(arrivals, share, args.seed)
         except SimulatorError as e:
             problems.append(str(e))
     if problems:
@@ -180,13 +221,16 @@ def run(args: argparse.Namespace) -> int:
     runs = [ChargerRun(c, Station(c.spec, start)) for c in cfgs]
     line = None if args.quiet else _ProgressLine(runs, clock, sys.stderr)
     try:
-        asyncio.run(run_site(runs, args.url, clock, arrivals, until, on_tick=line))
+        asyncio.run(
+            run_site(runs, args.url, clock, arrivals, until, on_tick=line, seed=args.seed, tls=tls)
+        )
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
     if line is not None:
         line.done()
     data = report(runs, start, clock.now(), args.speed, args.url)
     data["site_cap_kw"] = None if site is None else site.cap_kw
+    data["iso15118_share"] = share
     if args.report is not None:
         args.report.write_text(json.dumps(data, indent=2) + "\n")
     sys.stdout.write(summary(data))
@@ -194,12 +238,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary(data: Mapping[str, Any]) -> str:
-    """The end-of-run table: one line per session (requested, delivered, departure met or not),
-    then the totals and the site's metered peak (next to its cap when the site file has one)."""
+    """The end-of-run table: one line per session (requested, delivered, departure met or not,
+    and for an ISO 15118 EV the central system's answer to its charging needs), then the totals
+    and the site's metered peak (next to its cap when the site file has one)."""
     sessions: list[dict[str, Any]] = list(data["sessions"])
+    versions = {c["id"]: c["version"] for c in data["chargers"]}
     header = (
         f"{'charger':<12} {'conn':>4} {'vehicle':<10} {'arrival (UTC)':<20} {'departure (UTC)':<20} "
-        f"{'requested kWh':>13} {'delivered kWh':>13} {'departure met':>13}"
+        f"{'requested kWh':>13} {'delivered kWh':>13} {'departure met':>13} {'15118 needs':>12}"
     )
     lines = [header, "-" * len(header)]
     for s in sessions:
@@ -207,7 +253,8 @@ def summary(data: Mapping[str, Any]) -> str:
             f"{s['charger']:<12} {s['connector']:>4} {s['id_tag']:<10} "
             f"{(s['arrival'] or '')[:19]:<20} {(s['departure'] or '-')[:19]:<20} "
             f"{s['requested_kwh']:>13.3f} {s['delivered_kwh']:>13.3f} "
-            f"{'yes' if s['met'] else 'no':>13}"
+            f"{'yes' if s['met'] else 'no':>13} "
+            f"{_needs(s, versions.get(s['charger'])):>12}"
         )
     met = sum(1 for s in sessions if s["met"])
     lines.append(
@@ -215,6 +262,13 @@ def summary(data: Mapping[str, Any]) -> str:
         f"requested {data['energy_requested_kwh']} kWh  "
         f"delivered {data['energy_delivered_kwh']} kWh"
     )
+    iso = [s for s in sessions if s.get("iso15118")]
+    if iso:
+        answers = Counter(s["needs_status"] for s in iso if s["needs_status"] is not None)
+        lines.append(
+            f"ISO 15118 EVs {len(iso)}, charging needs sent {sum(answers.values())}"
+            + "".join(f", {k} {v}" for k, v in sorted(answers.items()))
+        )
     cap = data.get("site_cap_kw")
     lines.append(
         f"site metered peak {data['site_peak_kw']} kW"
@@ -228,6 +282,16 @@ def summary(data: Mapping[str, Any]) -> str:
         if c["error"]:
             lines.append(f"  {c['id']}: {c['error']}")
     return "\n".join(lines) + "\n"
+
+
+def _needs(session: Mapping[str, Any], version: str | None) -> str:
+    """The summary's ISO 15118 cell: the central system's answer, or why there is none."""
+    if not session.get("iso15118"):
+        return "-"
+    status = session.get("needs_status")
+    if status is None:
+        return "none (1.6)" if version == "1.6" else "not sent"
+    return str(status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -73,6 +73,12 @@ class OcppSide(Protocol):
         self, request: SessionRequest, transaction_id: str, reading: MeterReading, reason: str
     ) -> None: ...
 
+    async def charging_needs(self, request: SessionRequest, transaction_id: str) -> str | None:
+        """Tell the central system what an ISO 15118 EV needs; return its answer (Accepted,
+        Rejected, Processing) or why there is none, or None when the version has no such
+        message (1.6)."""
+        ...
+
     async def resume(self) -> None:
         """After a reconnect: send the transaction messages still owed, in order."""
         ...
@@ -107,7 +113,11 @@ class Arrival:
 
 @dataclass(slots=True)
 class SessionResult:
-    """How a session went (for the report)."""
+    """How a session went (for the report).
+
+    ``iso15118``: the EV spoke ISO 15118; ``needs_status``: what the central system answered to
+    its NotifyEVChargingNeeds (or why there was no answer), None when none was sent.
+    """
 
     connector_id: int
     id_tag: str
@@ -118,6 +128,8 @@ class SessionResult:
     delivered_wh: float = 0.0
     stopped_at: datetime | None = None
     reason: str | None = None
+    iso15118: bool = False
+    needs_status: str | None = None
 
     @property
     def met(self) -> bool:
@@ -252,6 +264,16 @@ class Driver:
                 live.reason = reason
                 live.stop.set()
 
+    def transaction_renamed(self, old: str, new: str) -> None:
+        """A session that went on under a local transaction id got its real one (1.6 offline
+        start): remote stops and the report use the real one from now on."""
+        for live in self._live.values():
+            if live.transaction_id == old:
+                live.transaction_id = new
+        for result in self.results:
+            if result.transaction_id == old:
+                result.transaction_id = new
+
     def transaction_on(self, connector_id: int) -> str | None:
         """The transaction id running on ``connector_id``."""
         tx = self.station.state.transaction_on(connector_id)
@@ -313,7 +335,9 @@ class Driver:
     async def _session(self, req: SessionRequest, live: _Live) -> None:
         c = req.connector_id
         now = self.clock.now()
-        result = SessionResult(c, req.id_tag, now, req.departure, req.ev.needs_wh)
+        result = SessionResult(
+            c, req.id_tag, now, req.departure, req.ev.needs_wh, iso15118=req.ev.iso15118
+        )
         self.results.append(result)
         self.station.advance(now)
         self.station.plug(c, req.ev)
@@ -338,6 +362,10 @@ class Driver:
             if self.station.state.transaction_on(c) is None:
                 self.station.start_transaction(c, tx, now)
             start_register = self.station.meters[c].register_wh
+            if req.ev.iso15118:
+                # 2.0.1 K15: the EV's charge parameters reach the station once the transaction
+                # runs; the station forwards them as NotifyEVChargingNeeds.
+                result.needs_status = await self.side.charging_needs(req, tx)
             if req.profile_for is not None:
                 reason = self.station.set_profile(c, req.profile_for(tx), self.clock.now())
                 if reason is not None:

@@ -28,7 +28,9 @@ class Ev:
     ``energy_needed_wh`` is what the EV declares (ISO 15118 / the driver), which may differ from
     what the battery takes before ``target_soc``; None means "up to the target". ``min_power_w``:
     the EV draws nothing when the limit is below it (IEC 61851: no charging under 6 A per phase).
-    ``delivered_wh`` counts the energy received so far.
+    ``delivered_wh`` counts the energy received so far. ``iso15118``: the EV talks ISO 15118 to
+    the charger, so a 2.0.1 station tells the central system its needs (see
+    :mod:`charge_point_sim.iso15118`).
     """
 
     capacity_kwh: float
@@ -42,6 +44,7 @@ class Ev:
     taper_end_fraction: float = 0.1
     min_power_w: float = 0.0
     delivered_wh: float = 0.0
+    iso15118: bool = False
 
     def __post_init__(self) -> None:
         problems = []

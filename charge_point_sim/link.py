@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 
 from websockets.exceptions import ConnectionClosed
 
-from charge_point_sim.errors import SimulatorError
+from charge_point_sim.errors import InvalidModelError, SimulatorError
 
 log = logging.getLogger("charge_point_sim.link")
 
@@ -162,11 +163,29 @@ class Outbox:
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Reconnect delays in simulated seconds: ``initial_s`` doubling up to ``max_s``."""
+    """Reconnect delays in simulated seconds: ``initial_s`` doubling up to ``max_s``, each
+    shortened by a random fraction of up to ``jitter`` of itself.
+
+    Without jitter, chargers dropped together (a central system restart) retry together at 5,
+    10, 20 s... and hit it in lockstep; with it, a site's retries spread over
+    ``[(1 - jitter) x base, base]``. The delay never exceeds ``max_s`` and never falls below
+    ``(1 - jitter) x initial_s``.
+    """
 
     initial_s: float = 5.0
     max_s: float = 300.0
+    jitter: float = 0.5
 
-    def delay(self, attempt: int) -> float:
-        """The wait before reconnect attempt ``attempt`` (0-based)."""
-        return float(min(self.max_s, self.initial_s * 2 ** min(attempt, 30)))
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.initial_s) and self.initial_s > 0):
+            raise InvalidModelError("initial_s must be > 0")
+        if not (math.isfinite(self.max_s) and self.max_s >= self.initial_s):
+            raise InvalidModelError("max_s must be >= initial_s")
+        if not (math.isfinite(self.jitter) and 0.0 <= self.jitter < 1.0):
+            raise InvalidModelError("jitter must be within [0, 1)")
+
+    def delay(self, attempt: int, u: float = 0.0) -> float:
+        """The wait before reconnect attempt ``attempt`` (0-based); ``u`` in [0, 1) is the
+        random draw (0: no shortening)."""
+        base = min(self.max_s, self.initial_s * 2 ** min(max(attempt, 0), 30))
+        return float(base * (1.0 - self.jitter * min(max(u, 0.0), 1.0)))

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from charge_point_sim.charger_model import ChargerSpec, ChargerState
+from charge_point_sim.charger_model import ChargerSpec, ChargerState, InstalledProfile
 from charge_point_sim.composite import CompositeSchedule
 from charge_point_sim.ev_model import MeterReading
 from charge_point_sim.profiles import (
@@ -80,6 +80,7 @@ def profile_from_201(payload: Mapping[str, Any]) -> ChargingProfile:
             duration_s=optional_int(sched.get("duration"), "duration"),
             start_schedule=optional_time(sched.get("start_schedule"), "startSchedule"),
             min_charging_rate=None if min_rate is None else number(min_rate, "minChargingRate"),
+            id=optional_int(sched.get("id"), "chargingSchedule.id"),
         ),
     )
 
@@ -123,6 +124,118 @@ def composite_to_201(cs: CompositeSchedule) -> dict[str, Any]:
         "charging_rate_unit": cs.unit.value,
         "charging_schedule_period": periods,
     }
+
+
+def profile_to_201(profile: ChargingProfile) -> dict[str, Any]:
+    """A model profile as a 2.0.1 ``ChargingProfileType`` (snake_case), as ReportChargingProfiles
+    carries it: the inverse of :func:`profile_from_201` (times in UTC)."""
+    sched = profile.schedule
+    periods: list[dict[str, Any]] = []
+    for p in sched.periods:
+        period: dict[str, Any] = {"start_period": p.start_period_s, "limit": p.limit}
+        if p.number_phases is not None:
+            period["number_phases"] = p.number_phases
+        periods.append(period)
+    schedule: dict[str, Any] = {
+        # The schedule id is required on the wire; a profile set without one (never over 2.0.1)
+        # reports its profile id.
+        "id": profile.id if sched.id is None else sched.id,
+        "charging_rate_unit": sched.unit.value,
+        "charging_schedule_period": periods,
+    }
+    if sched.start_schedule is not None:
+        schedule["start_schedule"] = format_time(sched.start_schedule)
+    if sched.duration_s is not None:
+        schedule["duration"] = sched.duration_s
+    if sched.min_charging_rate is not None:
+        schedule["min_charging_rate"] = sched.min_charging_rate
+    out: dict[str, Any] = {
+        "id": profile.id,
+        "stack_level": profile.stack_level,
+        "charging_profile_purpose": purpose_201(profile.purpose),
+        "charging_profile_kind": profile.kind.value,
+        "charging_schedule": [schedule],
+    }
+    if profile.recurrency is not None:
+        out["recurrency_kind"] = profile.recurrency.value
+    if profile.valid_from is not None:
+        out["valid_from"] = format_time(profile.valid_from)
+    if profile.valid_to is not None:
+        out["valid_to"] = format_time(profile.valid_to)
+    if profile.transaction_id is not None:
+        out["transaction_id"] = profile.transaction_id
+    return out
+
+
+def purpose_201(purpose: Purpose) -> str:
+    """The 2.0.1 wire name of a purpose (ChargePointMaxProfile is ChargingStationMaxProfile)."""
+    return "ChargingStationMaxProfile" if purpose is Purpose.CHARGE_POINT_MAX else purpose.value
+
+
+# K01: a profile installed with SetChargingProfile has charging limit source CSO (the operator's
+# central system); the simulator knows no other source (no EMS, no local limits).
+CSO = "CSO"
+
+
+def matching_profiles(
+    state: ChargerState, evse_id: int | None, criteria: Mapping[str, Any]
+) -> list[InstalledProfile]:
+    """The installed profiles a GetChargingProfilesRequest asks for, by EVSE then id.
+
+    K09: ``evse_id`` None means every EVSE and the station (0); 0 means the profiles installed on
+    the station itself; N those on EVSE N. Of the criteria, ``charging_profile_id`` (a list)
+    identifies profiles uniquely, so when it is given the purpose and stack level are not looked
+    at (K09.FR.03 has the central system send either ids or the other fields);
+    ``charging_limit_source`` must include CSO, the source of every profile here.
+    """
+    sources = criteria.get("charging_limit_source")
+    if sources is not None and CSO not in sources:
+        return []
+    ids = criteria.get("charging_profile_id")
+    purpose = criteria.get("charging_profile_purpose")
+    stack = criteria.get("stack_level")
+    if purpose == EXTERNAL_CONSTRAINTS:
+        return []  # never set by a CSMS (K01.FR.22), so never installed here
+    want = None if purpose is None else _enum(Purpose, purpose, "chargingProfilePurpose")
+
+    def matches(ip: InstalledProfile) -> bool:
+        if evse_id is not None and ip.connector_id != evse_id:
+            return False
+        if ids is not None:
+            return ip.profile.id in ids
+        return (want is None or ip.profile.purpose is want) and (
+            stack is None or ip.profile.stack_level == stack
+        )
+
+    return sorted(
+        (ip for ip in state.profiles if matches(ip)),
+        key=lambda ip: (ip.connector_id, ip.profile.id),
+    )
+
+
+def charging_profile_reports(
+    request_id: int, state: ChargerState, evse_id: int | None, criteria: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The ReportChargingProfilesRequest payloads answering a GetChargingProfilesRequest.
+
+    One per EVSE (a report names one ``evseId``) in ascending order, all with the request's
+    ``requestId`` (K09.FR.01) and source CSO; ``tbc`` is true on all but the last. Empty when
+    nothing matches: the station then answers NoProfiles and sends no report.
+    """
+    by_evse: dict[int, list[dict[str, Any]]] = {}
+    for ip in matching_profiles(state, evse_id, criteria):
+        by_evse.setdefault(ip.connector_id, []).append(profile_to_201(ip.profile))
+    last = len(by_evse) - 1
+    return [
+        {
+            "request_id": request_id,
+            "charging_limit_source": CSO,
+            "evse_id": evse,
+            "charging_profile": profiles,
+            "tbc": i < last,
+        }
+        for i, (evse, profiles) in enumerate(by_evse.items())
+    ]
 
 
 def meter_value_201(reading: MeterReading, context: str = "Sample.Periodic") -> dict[str, Any]:
@@ -288,13 +401,18 @@ def set_variables(
 
 
 __all__ = [
+    "CSO",
     "VARIABLES",
+    "charging_profile_reports",
     "check_201",
     "clear_criteria",
     "composite_to_201",
     "get_variables",
+    "matching_profiles",
     "meter_value_201",
     "profile_from_201",
+    "profile_to_201",
+    "purpose_201",
     "request_start_profile",
     "set_variables",
     "unit_of",

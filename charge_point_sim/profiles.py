@@ -90,6 +90,9 @@ class Schedule:
     duration_s: int | None = None
     start_schedule: datetime | None = None
     min_charging_rate: float | None = None
+    # The 2.0.1 ChargingScheduleType id, kept so that ReportChargingProfiles reports the schedule
+    # as it was sent (K09); 1.6 schedules have none.
+    id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

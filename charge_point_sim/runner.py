@@ -1,8 +1,8 @@
 """Run a site of simulated chargers against a central system, and report what they drew.
 
 Each charger gets its own websocket (``url/<charger id>``, the OCPP subprotocol of its version,
-HTTP Basic auth when it has a password) and runs in one TaskGroup with the others; one charger
-failing (refused, dropped) is recorded and does not stop the rest.
+HTTP Basic auth when it has a password, TLS for ``wss://``) and runs in one TaskGroup with the
+others; one charger failing (refused, dropped) is recorded and does not stop the rest.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import random
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from charge_point_sim import v16, v201
 from charge_point_sim.charger_model import ChargerSpec
 from charge_point_sim.clock import Clock
 from charge_point_sim.driver import Arrival, Driver, SessionResult
+from charge_point_sim.errors import SimulatorError
 from charge_point_sim.link import Backoff, Link
 from charge_point_sim.quirks import Quirks
 from charge_point_sim.station import Station
@@ -71,17 +74,46 @@ def charger_url(url: str, charger_id: str) -> str:
     return url.rstrip("/") + "/" + charger_id
 
 
-async def _connect(run: ChargerRun, url: str) -> Any:
+def tls_context(url: str, ca_file: str | None = None) -> ssl.SSLContext | None:
+    """The TLS settings of a run: None for ``ws://``; for ``wss://``, the server's certificate
+    checked against ``ca_file`` (PEM), else the system's trust store, with its host name.
+
+    Made once per run (loading a trust store per charger would cost 1000 loads). TLS 1.2 or
+    higher, as the OCPP security profiles 2 and 3 require (1.6 security whitepaper, 2.0.1 part 2
+    A00). Raises SimulatorError for a CA file with ``ws://`` or one that cannot be read.
+    """
+    if not url.startswith("wss://"):
+        if ca_file is not None:
+            raise SimulatorError("--ca-file needs a wss:// URL")
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise SimulatorError(f"CA file {ca_file}: {e}") from e
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def charger_rng(seed: int, charger_id: str) -> random.Random:
+    """A charger's own random stream (reconnect jitter): the same for the same seed and id.
+
+    A string seed is hashed with SHA-512 by ``random``, so it does not change between runs."""
+    return random.Random(f"{seed}/{charger_id}")
+
+
+async def _connect(run: ChargerRun, url: str, tls: ssl.SSLContext | None) -> Any:
     cfg = run.config
     protocol = v16.SUBPROTOCOL if cfg.version == "1.6" else v201.SUBPROTOCOL
     headers = (
         {} if cfg.password is None else {"Authorization": basic_auth(cfg.charger_id, cfg.password)}
     )
+    extra: dict[str, Any] = {} if tls is None else {"ssl": tls}
     return await connect(
         charger_url(url, cfg.charger_id),
         subprotocols=[Subprotocol(protocol)],
         additional_headers=headers,
         proxy=None,
+        **extra,
     )
 
 
@@ -93,23 +125,27 @@ async def _keep_connected(
     until: datetime | None,
     backoff: Backoff,
     on_reconnect: Callable[[], object],
+    rng: random.Random,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Connect, and reconnect after each drop with bounded exponential backoff (simulated s).
+    """Connect, and reconnect after each drop with bounded exponential backoff (simulated s),
+    jittered by ``rng`` so that chargers dropped together do not come back together.
 
     With the ``drop_every_s`` quirk the charger itself closes the connection that often.
     Gives up (returns) once ``until`` has passed without any connection; after one, it keeps
-    trying until cancelled (the run may still owe transaction messages).
+    trying until cancelled (the run may still owe transaction messages). ``OSError`` covers a
+    refused connection and a failed TLS handshake (``ssl.SSLError``).
     """
     attempt = 0
     drop_every = run.config.quirks.drop_every_s
     while True:
         try:
-            ws = await _connect(run, url)
+            ws = await _connect(run, url, tls)
         except (OSError, TimeoutError, InvalidHandshake) as e:
             run.error = f"cannot connect: {e}"
             if until is not None and clock.now() >= until and link.connects == 0:
                 return
-            await clock.sleep(backoff.delay(attempt))
+            await clock.sleep(backoff.delay(attempt, rng.random()))
             attempt += 1
             continue
         attempt = 0
@@ -131,7 +167,9 @@ async def _keep_connected(
             link.detach(ws)
             run.connected = False
             await ws.close()
-        await clock.sleep(backoff.delay(0))
+        # The wait after a drop is the first of the backoff; a failure then waits the second.
+        await clock.sleep(backoff.delay(0, rng.random()))
+        attempt = 1
 
 
 async def _drain(cp: Any, link: Link, drain_s: float) -> None:
@@ -164,12 +202,15 @@ async def run_charger(
     response_timeout: float = 30,
     backoff: Backoff | None = None,
     drain_s: float = 10.0,
+    seed: int = 0,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """Connect (retrying with ``backoff`` until ``until``), boot and play; reconnect after drops.
 
     The charger keeps its state across reconnects: sessions go on offline and their transaction
     messages are sent after the reconnect (see :mod:`charge_point_sim.link`). At the end it waits
-    up to ``drain_s`` real seconds to deliver what it still owes.
+    up to ``drain_s`` real seconds to deliver what it still owes. ``seed`` seeds its reconnect
+    jitter (with its id); ``tls`` is the TLS context for a ``wss://`` URL (:func:`tls_context`).
     """
     cfg = run.config
     cls: Any = v16.ChargePoint16 if cfg.version == "1.6" else v201.ChargePoint201
@@ -188,7 +229,15 @@ async def run_charger(
         async with asyncio.TaskGroup() as tg:
             keeper = tg.create_task(
                 _keep_connected(
-                    run, link, url, clock, until, backoff or Backoff(), cp.driver.reconnected
+                    run,
+                    link,
+                    url,
+                    clock,
+                    until,
+                    backoff or Backoff(),
+                    cp.driver.reconnected,
+                    charger_rng(seed, cfg.charger_id),
+                    tls,
                 )
             )
             online = tg.create_task(link.online.wait())
@@ -221,12 +270,24 @@ async def run_site(
     *,
     on_tick: Callable[[], None] | None = None,
     tick_s: float = 0.5,
+    seed: int = 0,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Run every charger until ``until``; failures are recorded on their :class:`ChargerRun`."""
+    """Run every charger until ``until``; failures are recorded on their :class:`ChargerRun`.
+
+    ``seed`` and ``tls`` as in :func:`run_charger`."""
 
     async def guarded(run: ChargerRun) -> None:
         try:
-            await run_charger(run, url, clock, arrivals.get(run.config.charger_id, ()), until)
+            await run_charger(
+                run,
+                url,
+                clock,
+                arrivals.get(run.config.charger_id, ()),
+                until,
+                seed=seed,
+                tls=tls,
+            )
         except Exception as e:  # noqa: BLE001 - one charger's failure must not stop the site
             run.error = f"{type(e).__name__}: {e}"
             log.warning("%s: stopped: %s", run.config.charger_id, run.error)
@@ -299,6 +360,8 @@ def report(
             "requested_kwh": round(s.requested_wh / 1000, 4),
             "delivered_kwh": round(s.delivered_wh / 1000, 4),
             "met": s.met,
+            "iso15118": s.iso15118,
+            "needs_status": s.needs_status,
         }
         for r, s in results
     ]
@@ -335,9 +398,11 @@ __all__ = [
     "ChargerRun",
     "Progress",
     "basic_auth",
+    "charger_rng",
     "charger_url",
     "progress",
     "report",
     "run_charger",
     "run_site",
+    "tls_context",
 ]

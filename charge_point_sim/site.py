@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +44,18 @@ class SiteCharger:
 
 @dataclass(frozen=True, slots=True)
 class Site:
-    """A site: its chargers and its grid cap (informational: the report compares against it)."""
+    """A site: its chargers and its grid cap (informational: the report compares against it).
+
+    ``iso15118_share``: the share of its EVs that speak ISO 15118 (None: not set here).
+    ``ca_file``: the CA certificate (PEM) a ``wss://`` central system's certificate is checked
+    against (None: the system's trust store).
+    """
 
     name: str
     chargers: tuple[SiteCharger, ...]
     cap_kw: float | None = None
+    iso15118_share: float | None = None
+    ca_file: Path | None = None
 
     @property
     def configs(self) -> list[ChargerConfig]:
@@ -122,13 +129,23 @@ def parse_site(data: object) -> Site:
     """A site from the parsed JSON of a site file."""
     if not isinstance(data, Mapping):
         raise InvalidModelError("the site file must hold a JSON object")
-    unknown = sorted(set(data) - {"name", "site_cap_kw", "chargers"})
+    unknown = sorted(set(data) - {"name", "site_cap_kw", "chargers", "iso15118_share", "ca_file"})
     if unknown:
         raise InvalidModelError(f"site: unknown keys {', '.join(unknown)}")
     name = data.get("name", "site")
     if not isinstance(name, str):
         raise InvalidModelError("site: name must be a string")
     cap = None if data.get("site_cap_kw") is None else _number(data, "site_cap_kw", 0, "site")
+    share = data.get("iso15118_share")
+    if share is not None and (
+        isinstance(share, bool)
+        or not isinstance(share, int | float)
+        or not 0 <= share <= 1  # also false for NaN
+    ):
+        raise InvalidModelError("site: iso15118_share must be a number within [0, 1]")
+    ca_file = data.get("ca_file")
+    if ca_file is not None and (not isinstance(ca_file, str) or not ca_file):
+        raise InvalidModelError("site: ca_file must be a path")
     raw = data.get("chargers")
     if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
         raise InvalidModelError("site: chargers must be a non-empty list")
@@ -138,13 +155,22 @@ def parse_site(data: object) -> Site:
         if c.config.charger_id in seen:
             raise InvalidModelError(f"site: charger id {c.config.charger_id} appears twice")
         seen.add(c.config.charger_id)
-    return Site(name, tuple(chargers), cap)
+    return Site(
+        name,
+        tuple(chargers),
+        cap,
+        None if share is None else float(share),
+        None if ca_file is None else Path(ca_file),
+    )
 
 
 def load_site(path: Path) -> Site:
-    """Read and check a site file."""
+    """Read and check a site file; a relative ``ca_file`` is relative to the site file."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise InvalidModelError(f"site file {path}: {e}") from e
-    return parse_site(data)
+    site = parse_site(data)
+    if site.ca_file is not None and not site.ca_file.is_absolute():
+        site = replace(site, ca_file=path.parent / site.ca_file)
+    return site

@@ -132,6 +132,10 @@ class Station:
         self.advance(at)
         self.state = self.state.start_transaction(connector_id, transaction_id, at)
 
+    def rename_transaction(self, old: str, new: str) -> None:
+        """Transaction ``old`` is now called ``new`` (see :meth:`ChargerState.rename_transaction`)."""
+        self.state = self.state.rename_transaction(old, new)
+
     def end_transaction(self, connector_id: int) -> None:
         """Stop charging on ``connector_id`` (its TxProfiles go with the transaction)."""
         self.state = self.state.end_transaction(connector_id)

@@ -8,12 +8,13 @@ from its own tasks. Every ``call()`` passes ``suppress=False``: a CALLERROR rais
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +33,21 @@ from charge_point_sim.wire import PayloadError, format_time, parse_time
 log = logging.getLogger("charge_point_sim.v16")
 
 SUBPROTOCOL = "ocpp1.6"
+
+
+# How long (simulated s) a charger that is online waits for the answer to StartTransaction, after
+# the call's own response timeout, before it charges under a local transaction id; offline it does
+# not wait (as with LocalAuthorizeOffline).
+START_ANSWER_WAIT_S = 30.0
+LOCAL_PREFIX = "local-"
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """A StartTransaction in the outbox and the local id of its session (see ``start_transaction``)."""
+
+    payload: Any
+    local_id: str
 
 
 def default_ev(station: Station, connector_id: int) -> Ev:
@@ -57,6 +73,7 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]
         response_timeout: float = 30,
         remote_ev: Callable[[Station, int], Ev] = default_ev,
         quirks: Quirks | None = None,
+        start_answer_wait_s: float = START_ANSWER_WAIT_S,
     ) -> None:
         super().__init__(charger_id, connection, response_timeout)
         self.station = station
@@ -65,6 +82,7 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]
         self.model = model
         self.remote_ev = remote_ev
         self.quirks = quirks or Quirks()
+        self.start_answer_wait_s = start_answer_wait_s
         station.ignore_profiles = self.quirks.ignores_profiles
         station.spec = replace(
             station.spec, capabilities=self.quirks.capabilities(station.spec.capabilities)
@@ -72,8 +90,13 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]
         self.driver = Driver(charger_id, self, station, clock)
         self.rejections: list[str] = []
         self.outbox = Outbox(self._send_transaction_message)
-        # The StartTransaction out (its message id, connector, start time), see route_message.
-        self._start: tuple[str, int, datetime] | None = None
+        # The StartTransaction out (its message id, the entry, its start time), see route_message.
+        self._start: tuple[str, _Start, datetime] | None = None
+        # Local ids of sessions waiting for their StartTransaction answer, of sessions that went
+        # on without it, and the real (model) ids the answers gave.
+        self._waiting: set[str] = set()
+        self._provisional: set[str] = set()
+        self._real: dict[str, str] = {}
 
     async def call(
         self,
@@ -88,20 +111,21 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]
             return await self._connection.guard(coro)
         return await coro
 
-    async def _send_transaction_message(self, payload: Any) -> Any:
-        if not isinstance(payload, call.StartTransaction):
-            return await self.call(payload, suppress=False)
+    async def _send_transaction_message(self, message: Any) -> Any:
+        if not isinstance(message, _Start):
+            return await self.call(message, suppress=False)
         uid = uuid.uuid4().hex
-        self._start = (uid, payload.connector_id, parse_time(payload.timestamp, "timestamp"))
+        self._start = (uid, message, parse_time(message.payload.timestamp, "timestamp"))
         try:
-            return await self.call(payload, suppress=False, unique_id=uid)
+            return await self.call(message.payload, suppress=False, unique_id=uid)
         finally:
             self._start = None
 
     async def route_message(self, raw_msg: str) -> None:
         """Route as the ``ocpp`` package does; on the answer to StartTransaction, start the
         transaction in the model at once, before the receive loop reads the next message (a
-        TxProfile for it may follow straight away)."""
+        TxProfile for it may follow straight away), or give the session that went on without
+        the answer its real id."""
         await super().route_message(raw_msg)
         start = self._start
         if start is None:
@@ -109,21 +133,41 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]
         with suppress(ValueError, TypeError, KeyError, IndexError):
             msg = json.loads(raw_msg)
             if msg[0] == 3 and msg[1] == start[0]:
-                tx = m.transaction_key(int(msg[2]["transactionId"]))
-                if self.station.state.transaction_on(start[1]) is None:
-                    self.station.start_transaction(start[1], tx, start[2])
+                self._answered(start[1], m.transaction_key(int(msg[2]["transactionId"])), start[2])
 
-    async def _transaction_message(self, payload: Any) -> Any:
+    def _answered(self, start: _Start, tx: str, at: datetime) -> None:
+        local, connector = start.local_id, start.payload.connector_id
+        self._real[local] = tx
+        running = self.station.state.transaction_on(connector)
+        if local in self._waiting and running is None:
+            self.station.start_transaction(connector, tx, at)
+        elif local in self._provisional:
+            self._provisional.discard(local)
+            if running is not None and running.transaction_id == local:
+                self.station.rename_transaction(local, tx)
+            self.driver.transaction_renamed(local, tx)
+
+    def wire_transaction_id(self, transaction_id: str) -> int:
+        """The 1.6 transactionId of a model transaction id, a local one resolved through the
+        answer to its StartTransaction (queued ahead of every message that needs it)."""
+        return int(self._real.get(transaction_id, transaction_id))
+
+    async def _transaction_message(self, message: Any) -> asyncio.Future[Any]:
         """Queue a transaction message (sent again until answered, 1.6 4.10) and send the
-        queue; return the answer's future."""
-        answer = self.outbox.put(lambda: payload)
+        queue; return the answer's future. ``message`` is a payload, or a callable that builds
+        it when it goes out (so it can take a transaction id known only by then)."""
+        answer = self.outbox.put(message if callable(message) else lambda: message)
         await self.outbox.flush()
         return answer
 
     async def _handle_call(self, msg: Any) -> None:
         if self.quirks.answer_delay_s > 0:
             await self.clock.sleep(self.quirks.answer_delay_s)
-        await super()._handle_call(msg)
+        try:
+            await super()._handle_call(msg)
+        except OfflineError:
+            # The connection went while answering: the answer is lost, as on a real charger.
+            log.info("%s: answer to %s lost with the connection", self.id, msg.action)
 
     async def resume(self) -> None:
         """After a reconnect: send again what got no answer, in order."""
@@ -167,30 +211,58 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]
         return bool(res.id_tag_info.get("status") == "Accepted")
 
     async def start_transaction(self, request: SessionRequest, reading: MeterReading) -> str:
+        """Send StartTransaction; return the transaction id of its answer, or a local id.
+
+        The id comes with the answer. Offline (the message could not go out or its connection
+        dropped), or online without an answer within the call's response timeout and then
+        ``start_answer_wait_s`` (simulated) more, the charger charges anyway under a local id
+        (as with the LocalAuthorizeOffline configuration key; the message stays queued and is
+        sent again, 1.6 4.10).
+        Its MeterValues and StopTransaction queue behind it and take the real id when they go
+        out; the model's transaction and the session take it when the answer comes.
+        """
         meter_start, timestamp = m.started_at(reading)
-        # The transaction id comes with the answer: wait for it, across reconnects if need be.
-        res = await (
-            await self._transaction_message(
-                call.StartTransaction(
-                    connector_id=request.connector_id,
-                    id_tag=request.id_tag,
-                    meter_start=meter_start,
-                    timestamp=timestamp,
-                )
-            )
+        local = f"{LOCAL_PREFIX}{uuid.uuid4().hex[:12]}"
+        start = _Start(
+            call.StartTransaction(
+                connector_id=request.connector_id,
+                id_tag=request.id_tag,
+                meter_start=meter_start,
+                timestamp=timestamp,
+            ),
+            local,
         )
+        self._waiting.add(local)
+        try:
+            answer = await self._transaction_message(start)
+            if not answer.done() and self._online():
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.shield(answer), self.start_answer_wait_s / self.clock.speed
+                    )
+        finally:
+            self._waiting.discard(local)
+        if not answer.done():
+            log.info("%s: no answer to StartTransaction yet, charging as %s", self.id, local)
+            self._provisional.add(local)
+            return local
+        res = answer.result()
         if res.id_tag_info.get("status") != "Accepted":
             log.info("%s: StartTransaction answered %s", self.id, res.id_tag_info)
         return m.transaction_key(res.transaction_id)
 
+    def _online(self) -> bool:
+        return not isinstance(self._connection, Link) or self._connection.is_online
+
     async def meter_values(
         self, connector_id: int, transaction_id: str, reading: MeterReading
     ) -> None:
+        meter_value = [m.meter_value_16(reading)]
         await self._transaction_message(
-            call.MeterValues(
+            lambda: call.MeterValues(
                 connector_id=connector_id,
-                transaction_id=int(transaction_id),
-                meter_value=[m.meter_value_16(reading)],
+                transaction_id=self.wire_transaction_id(transaction_id),
+                meter_value=meter_value,
             )
         )
 
@@ -199,14 +271,17 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]
     ) -> None:
         meter_stop, timestamp = m.started_at(reading)
         await self._transaction_message(
-            call.StopTransaction(
+            lambda: call.StopTransaction(
                 meter_stop=meter_stop,
                 timestamp=timestamp,
-                transaction_id=int(transaction_id),
+                transaction_id=self.wire_transaction_id(transaction_id),
                 reason=reason,
                 id_tag=request.id_tag,
             )
         )
+
+    async def charging_needs(self, request: SessionRequest, transaction_id: str) -> str | None:
+        return None  # OCPP 1.6 has no message for what an ISO 15118 EV needs
 
     # -- what the central system asks ---------------------------------------------------------
 

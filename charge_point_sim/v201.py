@@ -2,18 +2,22 @@
 
 Each EVSE has one connector (connectorId 1). Transactions are TransactionEvent Started, Updated
 (periodic meter values, trigger MeterValuePeriodic) and Ended, numbered by ``seqNo`` from 0 per
-transaction; the station makes the transaction ids. Handlers are thin and synchronous, as in
-:mod:`charge_point_sim.v16`; every ``call()`` passes ``suppress=False``.
+transaction; the station makes the transaction ids. An ISO 15118 EV's needs follow Started as
+NotifyEVChargingNeeds (K15). Handlers are thin and synchronous, as in
+:mod:`charge_point_sim.v16`; calls a handler needs made after its answer (the
+ReportChargingProfiles of GetChargingProfiles, K09) go in ``_after_answer``. Every ``call()``
+passes ``suppress=False``.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
+from ocpp.exceptions import OCPPError
 from ocpp.v201 import ChargePoint, call, call_result
 
 from charge_point_sim import mapping201 as m
@@ -27,6 +31,7 @@ from charge_point_sim.driver import (
     SessionRequest,
 )
 from charge_point_sim.ev_model import Ev, MeterReading
+from charge_point_sim.iso15118 import charging_needs
 from charge_point_sim.link import Link, OfflineError, Outbox
 from charge_point_sim.quirks import Quirks
 from charge_point_sim.station import Station
@@ -78,6 +83,8 @@ class ChargePoint201(ChargePoint):  # type: ignore[misc]
         self.rejections: list[str] = []
         self._seq: dict[str, int] = {}
         self.outbox = Outbox(lambda payload: self.call(payload, suppress=False))
+        # Calls a handler wants made once its answer is out (see _handle_call).
+        self._after_answer: list[Callable[[], Coroutine[Any, Any, None]]] = []
 
     async def call(
         self,
@@ -102,9 +109,27 @@ class ChargePoint201(ChargePoint):  # type: ignore[misc]
         await self.outbox.flush()
 
     async def _handle_call(self, msg: Any) -> None:
+        """Answer a CALL, then start the calls its handler queued in ``_after_answer``.
+
+        Handlers run inline in the receive loop, so they must not await a call themselves (that
+        deadlocks until the response timeout); and a call started from a task before the answer
+        is sent could overtake it (K09: the ReportChargingProfiles follow the answer).
+        """
         if self.quirks.answer_delay_s > 0:
             await self.clock.sleep(self.quirks.answer_delay_s)
-        await super()._handle_call(msg)
+        try:
+            await super()._handle_call(msg)
+        except OfflineError:
+            # The connection went while answering: the answer is lost, as on a real station.
+            log.info("%s: answer to %s lost with the connection", self.id, msg.action)
+            self._after_answer.clear()
+            return
+        except BaseException:
+            self._after_answer.clear()
+            raise
+        jobs, self._after_answer = self._after_answer, []
+        for job in jobs:
+            self.driver.spawn(job())
 
     async def resume(self) -> None:
         """After a reconnect: send the TransactionEvents queued while offline, in order."""
@@ -202,6 +227,34 @@ class ChargePoint201(ChargePoint):  # type: ignore[misc]
         )
         self._seq.pop(transaction_id, None)
 
+    async def charging_needs(self, request: SessionRequest, transaction_id: str) -> str | None:
+        # K15. Not a transaction-related message, so it is not queued while offline (only
+        # TransactionEvents are); the report then says "offline".
+        payload = charging_needs(
+            self.station.spec,
+            request.connector_id,
+            self.station.evs.get(request.connector_id, request.ev),
+            request.departure,
+        )
+        try:
+            res = await self.call(call.NotifyEVChargingNeeds(**payload), suppress=False)
+        except OfflineError:
+            return "offline"
+        except TimeoutError:
+            return "timeout"
+        except OCPPError as e:
+            return f"CallError {type(e).__name__}"
+        return str(res.status)
+
+    async def _report_profiles(self, reports: list[dict[str, Any]]) -> None:
+        """Send the ReportChargingProfiles of one GetChargingProfiles, in order."""
+        for report in reports:
+            try:
+                await self.call(call.ReportChargingProfiles(**report), suppress=False)
+            except (OfflineError, TimeoutError, OCPPError) as e:
+                log.warning("%s: ReportChargingProfiles not delivered: %r", self.id, e)
+                return
+
     # -- what the central system asks ----------------------------------------------------------
 
     def _reject(self, what: str, reason: str) -> None:
@@ -237,6 +290,25 @@ class ChargePoint201(ChargePoint):  # type: ignore[misc]
             return call_result.ClearChargingProfile(status="Unknown")
         removed = self.station.clear_profiles(self.clock.now(), **criteria)
         return call_result.ClearChargingProfile(status="Accepted" if removed else "Unknown")
+
+    @on("GetChargingProfiles")
+    def on_get_charging_profiles(
+        self, request_id: int, charging_profile: dict[str, Any], evse_id: int | None = None
+    ) -> Any:
+        # K09: answer first, then report what is installed as it is now (the reports are built
+        # here, so a profile changed between the answer and the reports does not show).
+        try:
+            reports = m.charging_profile_reports(
+                request_id, self.station.state, evse_id, charging_profile
+            )
+        except PayloadError as e:
+            return call_result.GetChargingProfiles(
+                status="NoProfiles", status_info=_status_info(str(e))
+            )
+        if not reports:
+            return call_result.GetChargingProfiles(status="NoProfiles")
+        self._after_answer.append(lambda: self._report_profiles(reports))
+        return call_result.GetChargingProfiles(status="Accepted")
 
     @on("GetCompositeSchedule")
     def on_get_composite_schedule(

@@ -1,13 +1,17 @@
 """A minimal central system for protocol tests, built on the ``ocpp`` package (not our csms).
 
-It accepts every boot, authorization and transaction, records every message it receives, and lets
-a test send calls to a connected charger.
+It accepts every boot, authorization and transaction, records every message it receives (and the
+order of every frame), and lets a test send calls to a connected charger. With an SSL context it
+serves ``wss://``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
@@ -32,6 +36,12 @@ def _now() -> str:
 
 class _Recorder:
     messages: list[tuple[str, dict[str, Any]]]
+    # Every frame received, in order: (message type, the action of a CALL, else the message id).
+    frames: list[tuple[int, str]]
+
+    def saw(self, raw: str) -> None:
+        msg = json.loads(raw)
+        self.frames.append((msg[0], msg[2] if msg[0] == 2 else msg[1]))
 
     def got(self, action: str, payload: dict[str, Any]) -> None:
         self.messages.append((action, payload))
@@ -57,7 +67,12 @@ class Csms16(Cp16, _Recorder):
     def __init__(self, cp_id: str, conn: Any) -> None:
         super().__init__(cp_id, conn, response_timeout=5)
         self.messages = []
+        self.frames = []
         self._tx = itertools.count(1)
+
+    async def route_message(self, raw_msg: str) -> None:
+        self.saw(raw_msg)
+        await super().route_message(raw_msg)
 
     @on("BootNotification")
     def boot(self, **kw: Any) -> Any:
@@ -97,9 +112,25 @@ class Csms16(Cp16, _Recorder):
 
 
 class Csms201(Cp201, _Recorder):
-    def __init__(self, cp_id: str, conn: Any) -> None:
+    def __init__(self, cp_id: str, conn: Any, needs_status: str = "Accepted") -> None:
         super().__init__(cp_id, conn, response_timeout=5)
         self.messages = []
+        self.frames = []
+        self.needs_status = needs_status
+
+    async def route_message(self, raw_msg: str) -> None:
+        self.saw(raw_msg)
+        await super().route_message(raw_msg)
+
+    @on("NotifyEVChargingNeeds")
+    def needs(self, **kw: Any) -> Any:
+        self.got("NotifyEVChargingNeeds", kw)
+        return r201.NotifyEVChargingNeeds(status=self.needs_status)
+
+    @on("ReportChargingProfiles")
+    def report_profiles(self, **kw: Any) -> Any:
+        self.got("ReportChargingProfiles", kw)
+        return r201.ReportChargingProfiles()
 
     @on("BootNotification")
     def boot(self, **kw: Any) -> Any:
@@ -142,6 +173,10 @@ class Server:
         # Chargers whose connections are refused (HTTP 503) until removed from the set.
         self.refuse: set[str] = set()
         self.connections: dict[str, int] = {}
+        # When (time.monotonic()) each charger's connections were accepted.
+        self.connected_at: dict[str, list[float]] = {}
+        # What NotifyEVChargingNeeds is answered.
+        self.needs_status = "Accepted"
 
     def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         cp_id = request.path.rsplit("/", 1)[-1]
@@ -158,14 +193,18 @@ class Server:
         if ws.request is not None:
             self.headers[cp_id] = ws.request.headers.get("Authorization")
         cp: Csms16 | Csms201 = (
-            Csms16(cp_id, ws) if ws.subprotocol == "ocpp1.6" else Csms201(cp_id, ws)
+            Csms16(cp_id, ws)
+            if ws.subprotocol == "ocpp1.6"
+            else Csms201(cp_id, ws, self.needs_status)
         )
         old = self.cps.get(cp_id)
         if old is not None:  # a reconnect: one record of everything the charger sent
             cp.messages = old.messages
+            cp.frames = old.frames
             if isinstance(cp, Csms16) and isinstance(old, Csms16):
                 cp._tx = old._tx
         self.connections[cp_id] = self.connections.get(cp_id, 0) + 1
+        self.connected_at.setdefault(cp_id, []).append(time.monotonic())
         self.cps[cp_id] = cp
         with suppress(ConnectionClosed):
             await cp.start()
@@ -178,7 +217,8 @@ class Server:
 
 
 @asynccontextmanager
-async def ocpp_server() -> AsyncIterator[Server]:
+async def ocpp_server(tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
+    """The server on a free loopback port (``wss://`` with ``tls``)."""
     server = Server()
     async with serve(
         server.handler,
@@ -186,7 +226,8 @@ async def ocpp_server() -> AsyncIterator[Server]:
         0,
         process_request=server.process_request,
         subprotocols=["ocpp1.6", "ocpp2.0.1"],  # type: ignore[list-item]
+        ssl=tls,
     ) as ws_server:
         port = next(iter(ws_server.sockets)).getsockname()[1]
-        server.url = f"ws://127.0.0.1:{port}/ocpp"
+        server.url = f"{'ws' if tls is None else 'wss'}://127.0.0.1:{port}/ocpp"
         yield server

@@ -13,18 +13,25 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from ocpp.v16 import call as c16
 
 from charge_point_sim import ChargerSpec, Ev
+from charge_point_sim.charger_model import ChargerState
 from charge_point_sim.clock import ScaledClock
 from charge_point_sim.driver import Arrival, SessionRequest
+from charge_point_sim.errors import InvalidModelError
 from charge_point_sim.link import Backoff, Link, OfflineError, Outbox
+from charge_point_sim.profiles import Kind, Purpose
 from charge_point_sim.quirks import Quirks
-from charge_point_sim.runner import ChargerConfig, ChargerRun, run_charger
+from charge_point_sim.runner import ChargerConfig, ChargerRun, charger_rng, run_charger
 from charge_point_sim.station import Station
+from charge_point_sim.wire import format_time
+from tests.charge_point_sim.helpers import T0, install_all, profile, spec
 from tests.charge_point_sim.ocpp_server import Server, ocpp_server
 
 SPEED = 600.0
@@ -196,3 +203,154 @@ async def test_events_owed_at_the_end_of_a_run_are_delivered_after_the_reconnect
     assert ended[0]["offline"] is True
     assert ended[0]["transaction_info"]["stopped_reason"] == "Local"
     assert sorted({e["seq_no"] for e in events}) == list(range(ended[0]["seq_no"] + 1))
+
+
+def test_backoff_is_bounded_exponential_with_jitter() -> None:
+    b = Backoff(5.0, 300.0, jitter=0.5)
+    assert [b.delay(a) for a in range(8)] == [5, 10, 20, 40, 80, 160, 300, 300]  # no draw
+    for attempt in range(40):
+        base = min(300.0, 5.0 * 2**attempt)
+        for u in (0.0, 0.25, 0.5, 0.999999):
+            d = b.delay(attempt, u)
+            assert base / 2 < d <= base
+            assert 2.5 < d <= 300.0
+    bad: list[dict[str, float]] = [
+        {"jitter": 1.0},
+        {"jitter": -0.1},
+        {"initial_s": 0.0},
+        {"max_s": 1.0},
+    ]
+    for kwargs in bad:
+        with pytest.raises(InvalidModelError):
+            Backoff(**kwargs)
+
+
+def test_a_thousand_chargers_draw_spread_reconnect_delays() -> None:
+    b = Backoff()
+    first = [b.delay(0, charger_rng(1, f"SIM{i:04d}").random()) for i in range(1000)]
+    assert min(first) > 2.5
+    assert max(first) <= 5.0
+    # Roughly uniform over (2.5, 5]: ten bins of 0.25 s hold 100 each on average.
+    bins = [0] * 10
+    for d in first:
+        bins[min(9, int((d - 2.5) / 0.25))] += 1
+    assert all(60 <= n <= 140 for n in bins), bins
+    assert charger_rng(1, "SIM0001").random() == charger_rng(1, "SIM0001").random()
+    assert charger_rng(1, "SIM0001").random() != charger_rng(2, "SIM0001").random()
+
+
+async def test_chargers_dropped_together_reconnect_at_different_times() -> None:
+    # 20x: the first reconnect waits 2.5-5 simulated s, 0.125-0.25 s here; without jitter all
+    # would come back within a few ms of each other.
+    clock = ScaledClock(datetime.now(UTC), 20.0)
+    spec = ChargerSpec.uniform(1, 11000.0)
+    runs = [
+        ChargerRun(ChargerConfig(f"J{i}", "1.6", spec), Station(spec, clock.now()))
+        for i in range(12)
+    ]
+    async with ocpp_server() as server:
+        tasks = [
+            asyncio.create_task(run_charger(r, server.url, clock, [], None, seed=3)) for r in runs
+        ]
+        try:
+            for r in runs:
+                await (await server.charger(r.config.charger_id)).wait_for("StatusNotification")
+            for r in runs:
+                await server.drop(r.config.charger_id)
+            async with asyncio.timeout(5):
+                while any(server.connections.get(r.config.charger_id, 0) < 2 for r in runs):
+                    await asyncio.sleep(0.01)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    back = [server.connected_at[r.config.charger_id][1] for r in runs]
+    assert max(back) - min(back) > 0.04
+
+
+async def test_a_1_6_session_starting_while_the_server_is_down_charges_offline() -> None:
+    """StartTransaction gets no answer (the server is down): the charger does not wait for it,
+    charges under a local id, and when the server is back it sends the Start, then the meter
+    values and the stop under the id the answer gave; that id then works for profiles and
+    remote stops."""
+    clock = ScaledClock(datetime.now(UTC), SPEED)
+    spec = ChargerSpec.uniform(1, 22080.0)
+    cfg = ChargerConfig("OFF16", "1.6", spec)
+    run = ChargerRun(cfg, Station(spec, clock.now()))
+    arrive = clock.now() + timedelta(seconds=60)
+    ev = Ev(capacity_kwh=60.0, soc=0.2, max_power_w=11000.0)
+    plan = [Arrival(arrive, SessionRequest(1, ev, "TAG1", departure=arrive + timedelta(hours=1)))]
+    async with ocpp_server() as server:
+        task = asyncio.create_task(
+            run_charger(run, server.url, clock, plan, None, backoff=Backoff(5.0, 40.0))
+        )
+        try:
+            csms = await server.charger("OFF16")
+            await csms.wait_for("StatusNotification")
+            server.refuse.add("OFF16")
+            await server.drop("OFF16")
+            await asyncio.sleep(0.4)  # 240 simulated s: the EV arrived at 60 s, offline
+            tx = run.station.state.transaction_on(1)
+            assert tx is not None
+            assert tx.transaction_id.startswith("local-")
+            assert run.station.power_w(1, clock.now()) == pytest.approx(11000.0)
+            assert not csms.of("StartTransaction")
+            server.refuse.discard("OFF16")
+            start = await csms.wait_for("StartTransaction", timeout=10)
+            real = start["transaction_id"]
+            async with asyncio.timeout(5):
+                while run.station.state.transaction_on(1) != replace(tx, transaction_id=str(real)):
+                    await asyncio.sleep(0.01)
+            now = server.cps["OFF16"]
+            limited = await now.call(
+                c16.SetChargingProfile(
+                    connector_id=1,
+                    cs_charging_profiles={
+                        "charging_profile_id": 5,
+                        "stack_level": 1,
+                        "charging_profile_purpose": "TxProfile",
+                        "charging_profile_kind": "Relative",
+                        "transaction_id": real,
+                        "charging_schedule": {
+                            "charging_rate_unit": "A",
+                            "charging_schedule_period": [{"start_period": 0, "limit": 8.0}],
+                        },
+                    },
+                ),
+                suppress=False,
+            )
+            assert limited.status == "Accepted"
+            stopped = await now.call(c16.RemoteStopTransaction(transaction_id=real), suppress=False)
+            assert stopped.status == "Accepted"
+            stop = await csms.wait_for("StopTransaction", timeout=10)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert len(csms.of("StartTransaction")) == 1
+    assert start["timestamp"] <= format_time(arrive + timedelta(seconds=5))  # when it started
+    meters = csms.of("MeterValues")
+    assert meters
+    assert {m["transaction_id"] for m in meters} == {real}
+    stamps = sorted(m["meter_value"][0]["timestamp"] for m in meters)
+    assert stamps[0] < format_time(arrive + timedelta(seconds=180))  # sampled while offline
+    assert stop["transaction_id"] == real
+    assert stop["reason"] == "Remote"
+    result = run.results[0]
+    assert result.transaction_id == str(real)
+    assert result.reason == "Remote"
+    assert result.delivered_wh > 11000 * 150 / 3600  # charged through the offline minutes
+
+
+def test_a_renamed_transaction_keeps_its_profiles() -> None:
+    state = ChargerState().start_transaction(1, "local-1", T0)
+    state = install_all(
+        spec(),
+        state,
+        (1, profile(3, [(0, 10)], purpose=Purpose.TX, kind=Kind.RELATIVE)),
+        (1, profile(4, [(0, 9)], purpose=Purpose.TX, kind=Kind.RELATIVE, stack=1,
+                    transaction_id="local-1")),
+    )  # fmt: skip
+    renamed = state.rename_transaction("local-1", "17")
+    assert [t.transaction_id for t in renamed.transactions] == ["17"]
+    assert [ip.profile.transaction_id for ip in renamed.profiles] == [None, "17"]
+    assert renamed.rename_transaction("other", "18") == renamed

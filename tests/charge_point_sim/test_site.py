@@ -77,3 +77,19 @@ def test_an_unreadable_site_file(tmp_path: Path) -> None:
     path.write_text("{")
     with pytest.raises(InvalidModelError, match="site file"):
         load_site(path)
+
+
+def test_the_iso15118_share_and_the_ca_file(tmp_path: Path) -> None:
+    path = tmp_path / "site.json"
+    path.write_text(json.dumps({**SITE, "iso15118_share": 0.25, "ca_file": "certs/ca.pem"}))
+    site = load_site(path)
+    assert site.iso15118_share == 0.25
+    assert site.ca_file == tmp_path / "certs" / "ca.pem"  # relative to the site file
+    absolute = parse_site({**SITE, "ca_file": "/etc/ocpp/ca.pem"})
+    assert absolute.ca_file == Path("/etc/ocpp/ca.pem")
+    assert (absolute.iso15118_share, parse_site(SITE).ca_file) == (None, None)
+    for bad in (1.5, -0.1, True, "half"):
+        with pytest.raises(InvalidModelError, match="iso15118_share"):
+            parse_site({**SITE, "iso15118_share": bad})
+    with pytest.raises(InvalidModelError, match="ca_file"):
+        parse_site({**SITE, "ca_file": 3})
