@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from csms import runtime as csms_runtime
 from csms.domain.clock import Clock
 from csms.settings import Settings
-from web.api import charge_points, health, problems, transactions
+from web.api import audit, charge_points, health, plan, problems, sites, transactions
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
@@ -29,6 +29,13 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for router in (health.router, charge_points.router, transactions.router):
+    for router in (
+        health.router,
+        charge_points.router,
+        transactions.router,
+        sites.router,
+        plan.router,
+        audit.router,
+    ):
         app.include_router(router)
     return app

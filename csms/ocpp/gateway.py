@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
+from decimal import Decimal
 from typing import Any, Protocol
 
 from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
@@ -67,6 +69,22 @@ class OcppGateway:
         await self._recorder.record_command(charge_point_id, action, payload, result)
         return result
 
+    async def _answer_or_close(self, cp: Any, request: Any) -> Any:
+        """The answer to ``request``, or ConnectionClosed as soon as the socket closes: the ocpp
+        package would otherwise wait out its whole response timeout for an answer that cannot
+        come, holding up whoever waits for it (a whole site's dispatch)."""
+        ws = cp._connection._ws
+        call = asyncio.ensure_future(cp.call(request, suppress=False))
+        closed = asyncio.ensure_future(ws.wait_closed())
+        try:
+            await asyncio.wait({call, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if not call.done():
+            call.cancel()
+            raise ConnectionClosed(None, None)
+        return call.result()
+
     async def _call(
         self, cp: Any, version: str, action: str, payload: dict[str, Any]
     ) -> CommandResult:
@@ -80,7 +98,7 @@ class OcppGateway:
             return CommandResult(ok=False, error=f"bad {action} payload: {exc}")
         t0 = time.perf_counter()
         try:
-            response = await cp.call(request, suppress=False)
+            response = await self._answer_or_close(cp, request)
         except OCPPError as exc:
             return CommandResult(
                 ok=False,
@@ -99,8 +117,10 @@ class OcppGateway:
                 error=f"no answer within {cp._response_timeout} s",
                 latency_s=time.perf_counter() - t0,
             )
-        answer = snake_to_camel_case(
-            {k: v for k, v in dataclasses.asdict(response).items() if v is not None}
+        answer = _plain(
+            snake_to_camel_case(
+                {k: v for k, v in dataclasses.asdict(response).items() if v is not None}
+            )
         )
         status = answer.get("status")
         return CommandResult(
@@ -109,3 +129,14 @@ class OcppGateway:
             payload=answer,
             latency_s=time.perf_counter() - t0,
         )
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: the ocpp package parses decimals as ``Decimal`` (1.6 limits); store floats."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

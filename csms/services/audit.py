@@ -127,13 +127,17 @@ class AuditLog:
             await s.flush()
             return [r.id for r in rows if r.id is not None]
 
-    async def set_verification(self, profile_id: int, result: str, when: datetime) -> None:
-        """Record the check of an accepted profile (once: a later check does not overwrite)."""
+    async def set_verification(
+        self, profile_id: int, result: str, when: datetime, *, overrides: bool = False
+    ) -> None:
+        """Record the check of an accepted profile: once, except that a finding of the meter check
+        (``overrides``: the charger draws over its limit) replaces an earlier "applied"."""
+        q = update(ProfileAudit).where(col(ProfileAudit.id) == profile_id)
+        if not overrides:
+            q = q.where(col(ProfileAudit.verification).is_(None))
         async with self._sessions.begin() as s:
             await (await s.connection()).execute(
-                update(ProfileAudit)
-                .where(col(ProfileAudit.id) == profile_id, col(ProfileAudit.verification).is_(None))
-                .values(verification=result[:255], verified_at=when)
+                q.values(verification=result[:255], verified_at=when)
             )
 
     async def plans(self, f: AuditFilter) -> list[PlanAudit]:

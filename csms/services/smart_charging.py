@@ -86,8 +86,10 @@ class SessionControl:
     installed: dict[str, Any] | None = None  # the TxProfile payload last accepted
     schedule: PowerSchedule | None = None  # the planned watts behind it (the limits never exceed)
     accepted_at: datetime | None = None
+    sent_at: datetime | None = None  # the last profile sent (answered or not)
     audit_id: int | None = None
     unmanaged_reason: str | None = None
+    unmanaged_until_reconnect: bool = False  # no answer: tried again once the charger is back
     ev_limit_w: float | None = None
     ev_limit_until: datetime | None = None
     low_since: datetime | None = None
@@ -152,6 +154,7 @@ class SmartCharging:
         self.cp_control: dict[str, ChargerControl] = {}
         self.tx_control: dict[int, SessionControl] = {}
         self._tg: asyncio.TaskGroup | None = None
+        self._step_s: dict[str, float] = {}
 
     # --- running ---------------------------------------------------------------------------
 
@@ -200,9 +203,8 @@ class SmartCharging:
             reasons = ", ".join(sorted(loop.reasons))
             loop.reasons.clear()
             try:
-                site = await self.replan(site_id, reasons)
-                if site is not None:
-                    step_s = site.config.step_minutes * 60.0
+                await self.replan(site_id, reasons)
+                step_s = self._step_s.get(site_id, step_s)
             except Exception:  # logged; the next event or period tries again
                 log.exception("smart charging: planning site %s failed", site_id)
 
@@ -240,6 +242,10 @@ class SmartCharging:
             return
         if n.kind == "session_ended" and n.transaction_id is not None:
             self.tx_control.pop(n.transaction_id, None)
+        if n.kind == "connected":
+            for sc in self.tx_control.values():
+                if sc.key[0] == n.charge_point_id and sc.unmanaged_until_reconnect:
+                    sc.unmanaged_reason, sc.unmanaged_until_reconnect = None, False
         if n.kind == "booted":
             # A rebooted charger lost its transactions and may have lost its profiles.
             for tx_id in [t for t, s in self.tx_control.items() if s.key[0] == n.charge_point_id]:
@@ -265,10 +271,12 @@ class SmartCharging:
         sc.power_w = n.power_w
         if sc.unmanaged_reason is not None or sc.schedule is None or sc.accepted_at is None:
             return
-        now = self._clock.now()
+        # Judge the reading by the limits in force when it was taken (it may arrive late).
+        now = n.at if n.at is not None else self._clock.now()
         cfg = self._settings
         grace = timedelta(seconds=cfg.compliance_grace_s)
-        if now - sc.accepted_at < grace:
+        # A profile in flight may already be applied: judge only once the last one had time.
+        if now - max(sc.accepted_at, sc.sent_at or sc.accepted_at) < grace:
             return
         # Limits change at step edges and chargers take a moment to follow: compare with the
         # highest limit of the grace period, and the lowest for deviation.
@@ -287,7 +295,9 @@ class SmartCharging:
                 log.warning("%s", sc.unmanaged_reason, extra={"charge_point": n.charge_point_id})
                 if sc.audit_id is not None and self._tg is not None:
                     self._tg.create_task(
-                        self.audit.set_verification(sc.audit_id, sc.unmanaged_reason, now)
+                        self.audit.set_verification(
+                            sc.audit_id, sc.unmanaged_reason, self._clock.now(), overrides=True
+                        )
                     )
                 if site_id is not None:
                     self.request(site_id, "charger non-compliant")
@@ -369,15 +379,18 @@ class SmartCharging:
             return min(control.default_limit_w, max_w)
         return max_w
 
-    async def replan(self, site_id: str, trigger: str) -> LoadedSite | None:
-        """Plan the site now and dispatch the profiles (waits for the answers)."""
+    async def replan(self, site_id: str, trigger: str) -> int | None:
+        """Plan the site now and dispatch the profiles (waits for the answers). Returns the plan's
+        audit id, or None when the site does not exist or is not smart-charged."""
         loop = self._loop(site_id)
         async with loop.lock:
             site = await load_site(self._sessions, site_id)
-            if site is None or not site.config.smart_charging or not self._settings.enabled:
-                return site
-            await self._plan_and_dispatch(site, trigger)
-            return site
+            if site is None:
+                return None
+            self._step_s[site_id] = site.config.step_minutes * 60.0
+            if not site.config.smart_charging or not self._settings.enabled:
+                return None
+            return await self._plan_and_dispatch(site, trigger)
 
     async def _solve(
         self, inputs: PlanInputs, method: str
@@ -493,7 +506,9 @@ class SmartCharging:
             ch, state = chargers[key[0]], states[key]
             session = state.session
             assert session is not None
-            sc = self.tx_control[session.transaction_id]
+            sc = self.tx_control.get(session.transaction_id)
+            if sc is None:
+                continue  # the session ended while the plan was made
             try:
                 payload = build_tx_profile(
                     sched,
@@ -590,12 +605,15 @@ class SmartCharging:
             limits_now[c.key] = c.limit_w
         committed = committed_w(limits_now, inputs)
         cap = inputs.cap_kw[0] * 1000.0
-        if committed > cap + 1.0:
+        if increases and committed > cap + 1.0:
             log.error(
-                "site %s: increases held back, %.0f W would be committed against %.0f W",
+                "site %s: increases held back, %.0f W would be committed against %.0f W "
+                "(reserved %.0f W; limits %s)",
                 site_id,
                 committed,
                 cap,
+                inputs.reserved_w,
+                limits_now,
             )
             self.request(site_id, "increases held back")
             return
@@ -633,17 +651,14 @@ class SmartCharging:
             if sc is None:
                 continue  # the session ended meanwhile
             if outcome.accepted:
-                sc.installed = outcome.change.payload
-                sc.schedule = outcome.change.schedule
-                sc.accepted_at = self._clock.now()
                 sc.audit_id = audit_id
-                sc.over_count = 0
                 if self._settings.verify_composite and self._tg is not None:
                     self._tg.create_task(self._verify(outcome.change, audit_id))
                 continue
             failed = True
             answer = outcome.result.status if outcome.result.ok else outcome.result.error
             sc.unmanaged_reason = f"TxProfile not accepted ({answer})"
+            sc.unmanaged_until_reconnect = not outcome.result.ok
             log.warning(
                 "%s: unmanaged for this session, its maximum is reserved",
                 sc.unmanaged_reason,
@@ -680,8 +695,19 @@ class SmartCharging:
                 await asyncio.sleep(cfg.retry_backoff_s * 2 ** (attempts - 1))
 
     async def _send(self, change: _Change) -> _Outcome:
+        """Send one profile; once accepted, it is what the connector is believed to enforce (at
+        once, not when the whole phase is done: meter checks must judge by it)."""
+        sc = self.tx_control.get(change.transaction_id)
+        if sc is not None:
+            sc.sent_at = self._clock.now()
         result, attempts = await self._call(change.key[0], "SetChargingProfile", change.payload)
-        return _Outcome(change, result, attempts)
+        outcome = _Outcome(change, result, attempts)
+        if outcome.accepted and sc is not None and self.tx_control.get(change.transaction_id) is sc:
+            sc.installed = change.payload
+            sc.schedule = change.schedule
+            sc.accepted_at = self._clock.now()
+            sc.over_count = 0
+        return outcome
 
     def _audit_row(
         self,

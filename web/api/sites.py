@@ -1,0 +1,188 @@
+"""Sites: settings, capacity (cap schedule), current plan, re-plan, KPIs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import AwareDatetime, BaseModel, Field
+
+from csms.db.models import as_utc
+from csms.domain.site_config import SiteConfigError, site_config_from_row
+from csms.services.site_kpis import site_kpis
+from csms.services.sites import site_to_dict
+from web.api.deps import RuntimeDep
+
+router = APIRouter(tags=["sites"])
+
+
+class ScheduleEntry(BaseModel):
+    """From this local time of day until the next entry's."""
+
+    from_: str = Field(..., alias="from", description='local time of day "HH:MM"')
+    kw: float = Field(..., ge=0, description="cap in kW")
+
+
+class Capacity(BaseModel):
+    """A site's transformer cap: a base value and an optional time-of-day schedule."""
+
+    capacity_kw: float = Field(..., ge=0, description="cap when no schedule entry applies (kW)")
+    capacity_schedule: list[ScheduleEntry] | None = Field(
+        None, description="time-of-day caps in the site's time zone (replaces the old schedule)"
+    )
+    safety_margin_kw: float | None = Field(None, ge=0, description="kept free below the cap")
+
+
+class SiteSettings(BaseModel):
+    """Any subset of a site's settings (see README, "Sites")."""
+
+    name: str | None = None
+    timezone: str | None = Field(None, description="IANA time zone, e.g. Europe/Berlin")
+    capacity_kw: float | None = Field(None, ge=0)
+    capacity_schedule: list[dict[str, Any]] | None = None
+    price_schedule: list[dict[str, Any]] | None = None
+    safety_margin_kw: float | None = Field(None, ge=0)
+    tx_default_kw: float | None = Field(None, ge=0)
+    default_dwell_hours: float | None = Field(None, gt=0)
+    default_energy_kwh: float | None = Field(None, ge=0)
+    default_charger_max_kw: float | None = Field(None, gt=0)
+    method: Literal["lp", "milp", "heuristic"] | None = None
+    step_minutes: float | None = Field(None, ge=1, le=60)
+    horizon_hours: float | None = Field(None, gt=0)
+    smart_charging: bool | None = None
+
+
+def _capacity(site: Any, now: datetime) -> dict[str, Any]:
+    cfg = site_config_from_row(site)
+    return {
+        "site_id": site.id,
+        "capacity_kw": site.capacity_kw,
+        "capacity_schedule": site.capacity_schedule,
+        "safety_margin_kw": site.safety_margin_kw,
+        "timezone": site.timezone,
+        "cap_now_kw": cfg.cap_at(now),
+        "lowest_cap_kw": cfg.lowest_cap_kw,
+    }
+
+
+@router.get("/api/sites")
+async def list_sites(rt: RuntimeDep) -> list[dict[str, Any]]:
+    """Every site and its settings."""
+    return [site_to_dict(s) for s in await rt.sites.all_sites()]
+
+
+@router.get("/api/sites/{site_id}")
+async def get_site(site_id: str, rt: RuntimeDep) -> dict[str, Any]:
+    """A site's settings."""
+    site = await rt.sites.get(site_id)
+    if site is None:
+        raise HTTPException(404, f"no site {site_id!r}")
+    return site_to_dict(site)
+
+
+@router.put("/api/sites/{site_id}", responses={422: {"description": "an invalid setting"}})
+async def put_site(site_id: str, body: SiteSettings, rt: RuntimeDep) -> dict[str, Any]:
+    """Create a site or change the settings given (the others stay); the site is re-planned."""
+    changes = body.model_dump(exclude_none=True)
+    try:
+        site = await rt.sites.upsert(site_id, changes)
+    except SiteConfigError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return site_to_dict(site)
+
+
+@router.get("/api/sites/{site_id}/capacity")
+async def get_capacity(site_id: str, rt: RuntimeDep) -> dict[str, Any]:
+    """The cap: base, time-of-day schedule, margin, and the value in force now."""
+    site = await rt.sites.get(site_id)
+    if site is None:
+        raise HTTPException(404, f"no site {site_id!r}")
+    return _capacity(site, rt.clock.now())
+
+
+@router.put("/api/sites/{site_id}/capacity", responses={422: {"description": "an invalid cap"}})
+async def put_capacity(site_id: str, body: Capacity, rt: RuntimeDep) -> dict[str, Any]:
+    """Change the cap at run time. The site is re-planned at once: chargers that must go down are
+    lowered (and confirmed) before any is raised."""
+    changes: dict[str, Any] = {"capacity_kw": body.capacity_kw}
+    if body.capacity_schedule is not None:
+        changes["capacity_schedule"] = [
+            {"from": e.from_, "kw": e.kw} for e in body.capacity_schedule
+        ]
+    if body.safety_margin_kw is not None:
+        changes["safety_margin_kw"] = body.safety_margin_kw
+    if await rt.sites.get(site_id) is None:
+        raise HTTPException(404, f"no site {site_id!r}")
+    try:
+        site = await rt.sites.upsert(site_id, changes)
+    except SiteConfigError as exc:
+        raise HTTPException(422, str(exc)) from None
+    await rt.smart.replan(site_id, "capacity changed")
+    return _capacity(site, rt.clock.now())
+
+
+@router.get("/api/sites/{site_id}/plan")
+async def get_plan(site_id: str, rt: RuntimeDep) -> dict[str, Any]:
+    """The site's current plan: per session (charger, EVSE, transaction) the power per step."""
+    if await rt.sites.get(site_id) is None:
+        raise HTTPException(404, f"no site {site_id!r}")
+    plan = await rt.smart.audit.latest_plan(site_id)
+    if plan is None:
+        raise HTTPException(404, f"site {site_id!r} has not been planned yet")
+    return _plan_json(plan)
+
+
+def _plan_json(plan: Any) -> dict[str, Any]:
+    created = as_utc(plan.created_at)
+    return {
+        "plan_id": plan.id,
+        "site_id": plan.site_id,
+        "created_at": created.isoformat() if created else None,
+        "trigger": plan.trigger,
+        "method": plan.method,
+        "status": plan.status,
+        "fallback_reason": plan.fallback_reason,
+        "capacity_kw": plan.capacity_kw,
+        "reserved_kw": plan.reserved_kw,
+        "kpis": plan.kpis,
+        "timings": plan.timings,
+        "warnings": plan.warnings,
+        **plan.plan,
+    }
+
+
+@router.post("/api/sites/{site_id}/replan")
+async def replan(site_id: str, rt: RuntimeDep) -> dict[str, Any]:
+    """Plan the site now and send the profiles; answers once the chargers have answered."""
+    site = await rt.sites.get(site_id)
+    if site is None:
+        raise HTTPException(404, f"no site {site_id!r}")
+    if not site.smart_charging or not rt.settings.smart_charging.enabled:
+        raise HTTPException(409, f"smart charging is off for site {site_id!r}")
+    plan_id = await rt.smart.replan(site_id, "operator request")
+    plan = await rt.smart.audit.plan(plan_id) if plan_id is not None else None
+    if plan is None:
+        raise HTTPException(409, f"site {site_id!r} could not be planned")
+    return _plan_json(plan)
+
+
+@router.get("/api/sites/{site_id}/kpis")
+async def kpis(
+    site_id: str,
+    rt: RuntimeDep,
+    since: Annotated[
+        AwareDatetime | None, Query(description="window start (default: 24 h ago)")
+    ] = None,
+    until: Annotated[AwareDatetime | None, Query(description="window end (default: now)")] = None,
+) -> dict[str, Any]:
+    """Requested vs delivered energy, served ratio, metered peak vs cap, profile compliance, and
+    the latest plan's planned figures."""
+    end = until or rt.clock.now()
+    start = since or end - timedelta(hours=24)
+    if start >= end:
+        raise HTTPException(422, "since must be before until")
+    out = await site_kpis(rt.sessions, site_id, start, end)
+    if out is None:
+        raise HTTPException(404, f"no site {site_id!r}")
+    return out
