@@ -85,7 +85,8 @@ async def test_mixed_site_holds_the_cap_uses_it_and_audits_every_profile(db_url:
     assert {p.status for p in defaults} == {"Accepted"}
     # Verification: the simulated chargers apply what they accept.
     verified = [p.verification for p in tx_profiles if p.verification]
-    assert verified and all(v.startswith("applied") for v in verified), verified
+    assert verified
+    assert all(v.startswith("applied") for v in verified), verified
     plans: list[PlanAudit] = seen["plans"]
     assert len(plans) > 10
     assert {"session started", "periodic"} <= {t for p in plans for t in p.trigger.split(", ")}
@@ -94,7 +95,8 @@ async def test_mixed_site_holds_the_cap_uses_it_and_audits_every_profile(db_url:
     assert seen["api_plan"]["plan_id"] == plans[-1].id
     assert len(seen["json"]) == len(profiles)
     rows = list(csv.DictReader(io.StringIO(seen["csv"])))
-    assert len(rows) == len(profiles) and rows[0]["payload"].startswith("{")
+    assert len(rows) == len(profiles)
+    assert rows[0]["payload"].startswith("{")
     kpis = seen["kpis"]
     assert kpis["sessions"] == 4
     # The central system sees meter readings a minute apart: its peak is an estimate.
@@ -134,15 +136,18 @@ async def test_rejecting_and_ignoring_chargers_are_reserved_at_their_max(sqlite_
     assert over_cap(report, 30.0, from_minute=26) == []
     profiles: list[ProfileAudit] = seen["profiles"]
     cp3 = [p for p in profiles if p.charge_point_id == "CP3"]
-    assert cp3 and all(p.status != "Accepted" for p in cp3)
+    assert cp3
+    assert all(p.status != "Accepted" for p in cp3)
     cp4 = [p for p in profiles if p.charge_point_id == "CP4" and p.purpose == "TxProfile"]
     assert any((p.verification or "").startswith("non-compliant") for p in cp4)
     last = seen["plans"][-1]
     reasons = {r["charge_point_id"]: r["reason"] for r in last.inputs["reservations"]}
-    assert "CP4" in reasons and "non-compliant" in reasons["CP4"]
+    assert "CP4" in reasons
+    assert "non-compliant" in reasons["CP4"]
     # The compliant chargers still charged, in the room left.
     delivered = {s["charger"]: s["delivered_kwh"] for s in report["sessions"]}
-    assert delivered["CP1"] > 5 and delivered["CP2"] > 5
+    assert delivered["CP1"] > 5
+    assert delivered["CP2"] > 5
 
 
 async def test_cap_lowered_mid_day_lowers_everyone_before_raising_anyone(sqlite_url: str) -> None:
@@ -275,6 +280,7 @@ async def test_solver_time_out_still_gives_a_safe_plan(sqlite_url: str) -> None:
     )
     assert over_cap(report, 15.0) == []
     planned = [p for p in seen["plans"] if p.sessions]
-    assert planned and all(p.status in ("time_limit", "feasible", "optimal") for p in planned)
+    assert planned
+    assert all(p.status in ("time_limit", "feasible", "optimal") for p in planned)
     assert any(p.status == "time_limit" or p.fallback_reason for p in planned)
     assert report["energy_delivered_kwh"] > 10
