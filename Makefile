@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports unit bench clean
+.PHONY: demo demo-planner test lint typecheck imports unit bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11+ or run 'make PYTHON=python3 ...'" >&2; exit 2; }
@@ -13,7 +13,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The whole system: central system (SQLite) + a simulated site replaying a real day at 60x.
 demo: $(STAMP)
+	$(BIN)/python -m demo
+
+# The planner alone on the example scenarios.
+demo-planner: $(STAMP)
 	$(BIN)/python -m optimizer plan examples/workplace_40.json --out out/plan.json
 	$(BIN)/python -m optimizer compare examples/acn_caltech_2019-06-14.json
 

@@ -18,6 +18,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
+from typing import Literal
 
 from csms.domain.needs import Needs, energy_still_needed_wh
 from csms.domain.profiles import PowerSchedule
@@ -128,21 +130,113 @@ def _session_max_w(c: ConnectorState, session: SessionState) -> float:
     return limit
 
 
+TOP_UP_PRIORITY = 0.5
+
+
+def grid_start(now: datetime, step_s: int) -> datetime:
+    """The start of the planning step ``now`` falls in, on a grid of ``step_s`` from the Unix
+    epoch. Every plan of a site shares the grid, so the limits of an old and a new profile change
+    at the same instants; the step already begun is planned for what is left of it."""
+    epoch = int(now.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % step_s, tz=now.tzinfo)
+
+
+def limit_range(
+    schedule: PowerSchedule | None, fallback_w: float, t0: datetime, t1: datetime
+) -> tuple[float, float]:
+    """(lowest, highest) watts ``schedule`` allows over ``[t0, t1)``; outside the schedule (or
+    without one) ``fallback_w`` applies."""
+
+    def at(t: datetime) -> float:
+        w = None if schedule is None else schedule.watts_at(t)
+        return fallback_w if w is None else w
+
+    points = [t0]
+    if schedule is not None:
+        step = timedelta(seconds=schedule.step_s)
+        edges = [schedule.start + k * step for k in range(len(schedule.watts) + 1)]
+        points.extend(e for e in edges if t0 < e < t1)
+    values = [at(t) for t in points]
+    return min(values), max(values)
+
+
+Direction = Literal["decrease", "increase", "mixed"]
+
+
+def direction(
+    old: PowerSchedule | None,
+    new: PowerSchedule,
+    fallback_w: float,
+    window: tuple[datetime, datetime],
+) -> Direction:
+    """How replacing ``old`` by ``new`` moves a connector's limit during the dispatch window:
+    "decrease" if never up, "increase" if never down, else "mixed" (both, at different times)."""
+    t0, t1 = window
+    step = timedelta(seconds=new.step_s)
+    cuts = sorted({t0, t1, *(new.start + k * step for k in range(len(new.watts) + 1))})
+    cuts = [c for c in cuts if t0 <= c <= t1]
+    up = down = False
+    for a, b in pairwise(cuts):
+        old_low, old_high = limit_range(old, fallback_w, a, b)
+        new_low, new_high = limit_range(new, fallback_w, a, b)
+        up = up or new_high > old_low
+        down = down or new_low < old_high
+    if not up:
+        return "decrease"
+    if not down:
+        return "increase"
+    return "mixed"
+
+
+def lowered(
+    old: PowerSchedule | None,
+    new: PowerSchedule,
+    fallback_w: float,
+    window: tuple[datetime, datetime],
+) -> PowerSchedule:
+    """``new`` with every step that overlaps the window lowered to the least of the old limits
+    there: a first profile that only lowers, before ``new`` is sent as an increase."""
+    t0, t1 = window
+    step = timedelta(seconds=new.step_s)
+    watts = []
+    for k, planned in enumerate(new.watts):
+        a, b = new.start + k * step, new.start + (k + 1) * step
+        overlaps = b > t0 and a < t1
+        low = limit_range(old, fallback_w, max(a, t0), min(b, t1))[0] if overlaps else planned
+        watts.append(min(planned, low))
+    return PowerSchedule(new.start, new.step_s, tuple(watts))
+
+
+def planned_energy_wh(session: SessionState) -> tuple[float, float]:
+    """(energy to plan, priority) for a session.
+
+    Known needs (EV or operator): what is still needed, priority 1. An unknown need is planned as
+    the site's default energy; once that was delivered and the EV is still there, it gets another
+    default amount at half priority — spare power keeps flowing to it (it stops by itself when its
+    battery is full, and the meter-deviation check then plans it at its real draw), but sessions
+    whose needs are known come first."""
+    needed = energy_still_needed_wh(session.needs, session.delivered_wh)
+    if session.needs.energy_source == "site_default" and needed <= 0:
+        return session.needs.energy_wh, TOP_UP_PRIORITY
+    return needed, 1.0
+
+
 def plan_inputs(snap: SiteSnapshot, *, min_power: bool) -> PlanInputs:
     """Build the optimizer problem for a site: planned sessions, reservations, cap per step.
 
     ``min_power``: give sessions their charger's minimum power (the MILP uses it).
     """
     cfg = snap.config
-    start = snap.now.replace(microsecond=0)
     step = cfg.step
     step_s = round(step.total_seconds())
+    start = grid_start(snap.now, step_s)
+    now = snap.now
     reservations = tuple(r for c in snap.connectors if (r := reservation(c)) is not None)
     planned = [c for c in snap.connectors if c.session is not None and reservation(c) is None]
     max_steps = max(1, int(cfg.horizon_hours * 3600 // step_s))
     latest = max(
-        (max(c.session.needs.departure, start + step) for c in planned if c.session is not None),
-        default=start + step,
+        (max(c.session.needs.departure, now + step) for c in planned if c.session is not None),
+        default=now + step,
     )
     steps = min(max_steps, max(1, math.ceil((latest - start).total_seconds() / step_s)))
     caps = tuple(cfg.usable_cap_kw(start + i * step, step) for i in range(steps))
@@ -176,15 +270,17 @@ def plan_inputs(snap: SiteSnapshot, *, min_power: bool) -> PlanInputs:
         assert s is not None
         sid = f"{c.charge_point_id}/{c.evse_id}"
         max_w = _session_max_w(c, s)
-        departure = min(horizon_end, max(s.needs.departure, start + step))
+        departure = min(horizon_end, max(s.needs.departure, now + step))
+        energy_wh, priority = planned_energy_wh(s)
         sessions.append(
             Session(
                 id=sid,
-                arrival=start,
+                arrival=now,
                 departure=departure,
-                energy_kwh=energy_still_needed_wh(s.needs, s.delivered_wh) / 1000.0,
+                energy_kwh=energy_wh / 1000.0,
                 max_power_kw=max_w / 1000.0,
                 min_power_kw=min(c.min_power_w, max_w) / 1000.0 if min_power else 0.0,
+                priority=priority,
             )
         )
         keys[sid] = c.key

@@ -30,7 +30,7 @@ from csms.db.models import PlanAudit, ProfileAudit
 from csms.domain.clock import Clock
 from csms.domain.commands import CommandResult, RawCall
 from csms.domain.needs import resolve_needs
-from csms.domain.profiles import PowerSchedule
+from csms.domain.profiles import PowerSchedule, RateUnit
 from csms.ports import ChargerGateway
 from csms.services.audit import AuditLog
 from csms.services.notifications import Notice, Notifier
@@ -50,6 +50,9 @@ from csms.services.site_plan import (
     SessionState,
     SiteSnapshot,
     committed_w,
+    direction,
+    grid_start,
+    lowered,
     plan_inputs,
     schedules,
 )
@@ -490,13 +493,47 @@ class SmartCharging:
 
     # --- dispatch ----------------------------------------------------------------------------
 
+    def _build(
+        self,
+        ch: ChargerInfo,
+        key: ConnectorKey,
+        session: SessionState,
+        sched: PowerSchedule,
+        now: datetime,
+    ) -> _Change:
+        payload = build_tx_profile(
+            sched,
+            now=now,
+            version=ch.ocpp_version,
+            transaction_id=session.ocpp_transaction_id,
+            evse_or_connector_id=key[1],
+            capabilities=ch.capabilities,
+            limits=ch.limits,
+            profile_id=TX_PROFILE_ID_BASE + key[1],
+            stack_level=STACK_LEVEL,
+        )
+        unit = choose_unit(ch.capabilities)
+        limit_w = limit_to_watts(
+            limit_in_unit(sched.watts_at(now) or 0.0, unit=unit, limits=ch.limits),
+            unit=unit,
+            limits=ch.limits,
+        )
+        return _Change(
+            key, session.transaction_id, session.ocpp_transaction_id, payload, sched, limit_w
+        )
+
     def _changes(
         self,
         site: LoadedSite,
         snap: SiteSnapshot,
         scheds: dict[ConnectorKey, PowerSchedule],
         now: datetime,
+        window: tuple[datetime, datetime],
     ) -> tuple[list[_Change], list[_Change], list[ProfileAudit]]:
+        """The profiles to send: those that only lower limits during the dispatch window, and
+        those that raise some (sent once the first are all accepted). A profile that lowers one
+        step and raises another ("mixed") is sent twice: first lowered to the old limits over the
+        window, then as planned."""
         chargers = {c.id: c for c in site.chargers}
         decreases: list[_Change] = []
         increases: list[_Change] = []
@@ -510,17 +547,21 @@ class SmartCharging:
             if sc is None:
                 continue  # the session ended while the plan was made
             try:
-                payload = build_tx_profile(
-                    sched,
-                    now=now,
-                    version=ch.ocpp_version,
-                    transaction_id=session.ocpp_transaction_id,
-                    evse_or_connector_id=key[1],
-                    capabilities=ch.capabilities,
-                    limits=ch.limits,
-                    profile_id=TX_PROFILE_ID_BASE + key[1],
-                    stack_level=STACK_LEVEL,
-                )
+                change = self._build(ch, key, session, sched, now)
+                if sc.installed is not None and same_profile(sc.installed, change.payload):
+                    sc.schedule = sched  # same limits: nothing to send
+                    continue
+                control = self.cp_control.get(key[0])
+                fallback = state.max_power_w
+                if control is not None and control.default_limit_w is not None:
+                    fallback = min(control.default_limit_w, fallback)
+                kind = direction(sc.schedule, sched, fallback, window)
+                if kind == "mixed":
+                    first = lowered(sc.schedule, sched, fallback, window)
+                    decreases.append(self._build(ch, key, session, first, now))
+                    increases.append(change)
+                else:
+                    (decreases if kind == "decrease" else increases).append(change)
             except ProfileBuildError as exc:
                 sc.unmanaged_reason = f"no valid profile: {exc}"
                 problems.append(
@@ -538,20 +579,6 @@ class SmartCharging:
                         now,
                     )
                 )
-                continue
-            if sc.installed is not None and same_profile(sc.installed, payload):
-                sc.schedule = sched  # same limits: nothing to send
-                continue
-            unit = choose_unit(ch.capabilities)
-            planned_now = sched.watts_at(now) or 0.0
-            limit_w = limit_to_watts(
-                limit_in_unit(planned_now, unit=unit, limits=ch.limits), unit=unit, limits=ch.limits
-            )
-            change = _Change(
-                key, session.transaction_id, session.ocpp_transaction_id, payload, sched, limit_w
-            )
-            before = self._limit_now(key, session.transaction_id, now, state.max_power_w)
-            (decreases if limit_w <= before else increases).append(change)
         return decreases, increases, problems
 
     async def _dispatch(
@@ -564,7 +591,11 @@ class SmartCharging:
         now: datetime,
     ) -> None:
         site_id = site.config.id
-        decreases, increases, problems = self._changes(site, snap, scheds, now)
+        # Profiles change limits only on the site's step grid: a dispatch that ends within the
+        # next step cannot meet a limit change it did not account for.
+        step = timedelta(seconds=inputs.step_s)
+        window = (now, grid_start(now, inputs.step_s) + 2 * step)
+        decreases, increases, problems = self._changes(site, snap, scheds, now, window)
         if problems:
             await self.audit.add_profiles(problems)
             self.request(site_id, "profile could not be built")
@@ -843,17 +874,25 @@ class SmartCharging:
         if limit is None:
             await self.audit.set_verification(audit_id, "unverified: no composite schedule", now)
             return
-        watts = limit_to_watts(limit[0], unit=limit[1], limits=control.info.limits)
-        if watts <= change.limit_w * 1.01 + 1.0:
-            await self.audit.set_verification(
-                audit_id, f"applied: composite limit {watts:.0f} W", now
-            )
+        value, unit, at = limit
+        # The composite starts when the charger answered, maybe in a later step of the plan:
+        # compare with what the profile allows then.
+        planned = change.schedule.watts_at(at or now)
+        if planned is None:
+            await self.audit.set_verification(audit_id, "unverified: answer outside the plan", now)
+            return
+        info = control.info
+        expected = limit_to_watts(
+            limit_in_unit(planned, unit=choose_unit(info.capabilities), limits=info.limits),
+            unit=choose_unit(info.capabilities),
+            limits=info.limits,
+        )
+        watts = limit_to_watts(value, unit=unit, limits=info.limits)
+        if watts <= expected * 1.01 + 1.0:
+            verdict = f"applied: composite limit {watts:.0f} W"
         else:
-            await self.audit.set_verification(
-                audit_id,
-                f"not applied: composite limit {watts:.0f} W above {change.limit_w:.0f} W",
-                now,
-            )
+            verdict = f"not applied: composite limit {watts:.0f} W above {expected:.0f} W"
+        await self.audit.set_verification(audit_id, verdict, now)
 
 
 def _composite_request(version: str, evse: int, unit: str) -> dict[str, Any]:
@@ -862,8 +901,9 @@ def _composite_request(version: str, evse: int, unit: str) -> dict[str, Any]:
     return {"evseId": evse, "duration": 60, "chargingRateUnit": unit}
 
 
-def _composite_limit_now(answer: dict[str, Any]) -> tuple[float, Any] | None:
-    """(limit of the first period, unit) of a GetCompositeSchedule answer of either version."""
+def _composite_limit_now(answer: dict[str, Any]) -> tuple[float, RateUnit, datetime | None] | None:
+    """(limit of the first period, unit, when the schedule starts) of a GetCompositeSchedule answer
+    of either version."""
     schedule = answer.get("chargingSchedule") or answer.get("schedule")
     if not isinstance(schedule, dict):
         return None
@@ -871,8 +911,17 @@ def _composite_limit_now(answer: dict[str, Any]) -> tuple[float, Any] | None:
     if not isinstance(periods, list) or not periods:
         return None
     first = min(periods, key=lambda p: p.get("startPeriod", 0))
-    unit = schedule.get("chargingRateUnit", "A")
+    unit: RateUnit = "W" if schedule.get("chargingRateUnit") == "W" else "A"
+    start = schedule.get("startSchedule") or answer.get("scheduleStart")
+    at: datetime | None = None
+    if isinstance(start, str):
+        try:
+            at = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        except ValueError:
+            at = None
+    if at is not None and at.tzinfo is None:
+        at = None
     try:
-        return float(first["limit"]), ("W" if unit == "W" else "A")
+        return float(first["limit"]), unit, at
     except (KeyError, TypeError, ValueError):
         return None
