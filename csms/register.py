@@ -16,6 +16,9 @@ from pydantic import ValidationError
 from csms.db.engine import DatabaseUrlError, create_engine, session_factory
 from csms.db.migrate import upgrade_to_head
 from csms.domain.clock import SystemClock
+from csms.domain.site_config import SiteConfigError
+from csms.services.notifications import Notifier
+from csms.services.sites import SiteService
 from csms.services.stations import StationService
 from csms.settings import Settings
 
@@ -31,7 +34,12 @@ def _parser() -> argparse.ArgumentParser:
         "--password", help="basic-auth password (default: asked, or none with --no-password)"
     )
     p.add_argument("--no-password", action="store_true", help="no authentication (profile 0)")
-    p.add_argument("--site", help="site id")
+    p.add_argument("--site", help="site id (created if new)")
+    p.add_argument(
+        "--site-cap-kw",
+        type=float,
+        help="set the site's transformer cap (kW); a new site has 0 kW until it is set",
+    )
     p.add_argument("--max-power-kw", type=float, help="max power per connector/EVSE")
     p.add_argument("--phases", type=int, default=3, choices=(1, 2, 3))
     p.add_argument("--voltage", type=float, default=230.0, help="phase voltage (default 230)")
@@ -39,11 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _register(settings: Settings, args: argparse.Namespace, password: str | None) -> None:
+async def _register(
+    settings: Settings, args: argparse.Namespace, password: str | None
+) -> float | None:
+    """Register; returns the site's cap (None without a site)."""
     engine = create_engine(settings.database.url)
     try:
         await upgrade_to_head(engine)
-        service = StationService(session_factory(engine), SystemClock())
+        sessions = session_factory(engine)
+        service = StationService(sessions, SystemClock())
         await service.register_charge_point(
             args.charge_point_id,
             password=password,
@@ -52,6 +64,13 @@ async def _register(settings: Settings, args: argparse.Namespace, password: str 
             phases=args.phases,
             voltage_v=args.voltage,
         )
+        if args.site is None:
+            return None
+        sites = SiteService(sessions, SystemClock(), Notifier())
+        if args.site_cap_kw is not None:
+            await sites.set_capacity(args.site, args.site_cap_kw, None)
+        site = await sites.get(args.site)
+        return None if site is None else site.capacity_kw
     finally:
         await engine.dispose()
 
@@ -82,12 +101,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(password) < MIN_PASSWORD:
             print(f"error: use a password of at least {MIN_PASSWORD} characters", file=sys.stderr)
             return 2
+    if args.site_cap_kw is not None and (args.site is None or not args.site_cap_kw >= 0):
+        print("error: --site-cap-kw needs --site and a number >= 0", file=sys.stderr)
+        return 2
     try:
-        asyncio.run(_register(settings, args, password))
-    except DatabaseUrlError as exc:
+        cap = asyncio.run(_register(settings, args, password))
+    except (DatabaseUrlError, SiteConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"registered {args.charge_point_id}" + (" with a password" if password else ""))
+    if cap is not None and cap <= 0:
+        print(
+            f"note: site {args.site} has a cap of 0 kW, so its chargers get 0 W: set it with "
+            f"--site-cap-kw or PUT /api/sites/{args.site}/capacity",
+            file=sys.stderr,
+        )
     return 0
 
 

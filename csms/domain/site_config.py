@@ -70,6 +70,10 @@ def parse_schedule(raw: Any, key: str, *, field_name: str, minimum: float | None
         value = item.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise SiteConfigError(f"{where}.{key} must be a number, not {value!r}")
+        try:
+            value = float(value)
+        except OverflowError:  # an integer too large for a float
+            raise SiteConfigError(f"{where}.{key} is out of range") from None
         if not math.isfinite(value) or (minimum is not None and value < minimum):
             raise SiteConfigError(f"{where}.{key} must be a finite number >= {minimum}")
         if minute in entries:

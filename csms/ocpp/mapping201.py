@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -88,24 +89,37 @@ def transaction_event(p: dict[str, Any], now: datetime) -> TransactionEventRecei
     )
 
 
+_AC_PHASES = {"AC_single_phase": 1, "AC_two_phase": 2, "AC_three_phase": 3}
+
+
+def _phase_voltage(voltage: float) -> float:
+    # ISO 15118 EVMaxVoltage: some EVs give line-to-neutral (230 V), some line-to-line (400 V);
+    # above 300 V it can only be line-to-line, and a phase then sees V / sqrt(3).
+    return voltage if voltage <= 300 else voltage / math.sqrt(3)
+
+
 def needs(p: dict[str, Any], now: datetime) -> NeedsReported:
-    """NotifyEVChargingNeedsRequest: departure time, energy amount and AC/DC limits."""
+    """NotifyEVChargingNeedsRequest: departure time, energy amount and AC/DC limits.
+
+    AC limits are per phase (2.0.1 ACChargingParametersType): power = current x phase voltage x
+    the phases of ``requestedEnergyTransfer``."""
     cn = p.get("charging_needs") or {}
     ac = cn.get("ac_charging_parameters") or {}
     dc = cn.get("dc_charging_parameters") or {}
     departure = cn.get("departure_time")
     energy = parse_float(ac.get("energy_amount")) or parse_float(dc.get("energy_amount"))
-    max_power = parse_float(dc.get("ev_max_power"))
-    if max_power is None:
-        current = parse_float(ac.get("ev_max_current"))
-        voltage = parse_float(ac.get("ev_max_voltage"))
-        if current is not None and voltage is not None:
-            max_power = current * voltage
-    min_power = None
-    min_current = parse_float(ac.get("ev_min_current"))
+    phases = _AC_PHASES.get(str(cn.get("requested_energy_transfer")), 1)
     voltage = parse_float(ac.get("ev_max_voltage"))
-    if min_current is not None and voltage is not None:
-        min_power = min_current * voltage
+    max_power = parse_float(dc.get("ev_max_power"))
+    min_power = None
+    if voltage is not None and voltage > 0:
+        per_phase = _phase_voltage(voltage) * phases
+        current = parse_float(ac.get("ev_max_current"))
+        if max_power is None and current is not None:
+            max_power = current * per_phase
+        min_current = parse_float(ac.get("ev_min_current"))
+        if min_current is not None:
+            min_power = min_current * per_phase
     return NeedsReported(
         evse_id=int(p.get("evse_id", 0)),
         departure=parse_time(departure, now) if departure else None,

@@ -9,7 +9,7 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from sqlalchemy import delete, update
@@ -76,6 +76,12 @@ class AuditFilter:
     offset: int = 0
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """A filter bound in UTC: SQLite keeps UTC wall time without an offset and the driver drops
+    the bound value's offset, so a bound in another zone would be off by its offset."""
+    return None if value is None else value.astimezone(UTC)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return as_utc(value).isoformat()  # type: ignore[union-attr]
@@ -90,7 +96,7 @@ def row_dict(row: Any, columns: Sequence[str]) -> dict[str, Any]:
 def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """Rows as CSV (nested values as compact JSON in their cell)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out)  # RFC 4180: CRLF; cells with CR or LF are quoted
     writer.writerow(columns)
     for row in rows:
         writer.writerow(
@@ -148,9 +154,9 @@ class AuditLog:
         if f.status is not None:
             q = q.where(PlanAudit.status == f.status)
         if f.since is not None:
-            q = q.where(col(PlanAudit.created_at) >= f.since)
+            q = q.where(col(PlanAudit.created_at) >= _utc(f.since))
         if f.until is not None:
-            q = q.where(col(PlanAudit.created_at) < f.until)
+            q = q.where(col(PlanAudit.created_at) < _utc(f.until))
         q = q.order_by(col(PlanAudit.id).desc()).offset(f.offset).limit(min(f.limit, MAX_PAGE))
         async with self._sessions() as s:
             return list((await s.exec(q)).all())
@@ -185,9 +191,9 @@ class AuditLog:
         if plan_id is not None:
             q = q.where(ProfileAudit.plan_id == plan_id)
         if f.since is not None:
-            q = q.where(col(ProfileAudit.created_at) >= f.since)
+            q = q.where(col(ProfileAudit.created_at) >= _utc(f.since))
         if f.until is not None:
-            q = q.where(col(ProfileAudit.created_at) < f.until)
+            q = q.where(col(ProfileAudit.created_at) < _utc(f.until))
         q = q.order_by(col(ProfileAudit.id).desc()).offset(f.offset).limit(min(f.limit, MAX_PAGE))
         async with self._sessions() as s:
             return list((await s.exec(q)).all())

@@ -4,7 +4,7 @@ against the cap, and how the chargers answered and obeyed their profiles."""
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -66,6 +66,8 @@ async def site_kpis(
     sessions: async_sessionmaker[AsyncSession], site_id: str, since: datetime, until: datetime
 ) -> dict[str, Any] | None:
     """The site's figures over ``[since, until)`` (None if there is no such site)."""
+    # UTC bounds: SQLite compares the stored UTC wall time with the bound's own wall time.
+    since, until = since.astimezone(UTC), until.astimezone(UTC)
     async with sessions() as s:
         site = await s.get(Site, site_id)
         if site is None:

@@ -227,8 +227,9 @@ def plan_inputs(snap: SiteSnapshot, *, min_power: bool) -> PlanInputs:
     ``min_power``: give sessions their charger's minimum power (the MILP uses it).
     """
     cfg = snap.config
-    step = cfg.step
-    step_s = round(step.total_seconds())
+    # One step length for the grid and the caps: whole seconds, as profiles count them.
+    step_s = max(1, round(cfg.step.total_seconds()))
+    step = timedelta(seconds=step_s)
     start = grid_start(snap.now, step_s)
     now = snap.now
     reservations = tuple(r for c in snap.connectors if (r := reservation(c)) is not None)

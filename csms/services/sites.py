@@ -100,7 +100,7 @@ class SiteService:
                 setattr(site, key, value)
             try:
                 _validated(site)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise SiteConfigError(str(exc)) from None
             s.add(site)
         self._notifier.publish(Notice("site", site_id=site_id, at=self._clock.now()))

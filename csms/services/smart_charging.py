@@ -250,7 +250,11 @@ class SmartCharging:
                 if sc.key[0] == n.charge_point_id and sc.unmanaged_until_reconnect:
                     sc.unmanaged_reason, sc.unmanaged_until_reconnect = None, False
         if n.kind == "booted":
-            # A rebooted charger lost its transactions and may have lost its profiles.
+            # A rebooted charger lost its transactions and may have lost its profiles: its
+            # TxDefaultProfile counts again once it is confirmed (after the capability read).
+            control = self.cp_control.get(n.charge_point_id)
+            if control is not None:
+                control.default_limit_w = None
             for tx_id in [t for t, s in self.tx_control.items() if s.key[0] == n.charge_point_id]:
                 del self.tx_control[tx_id]
         if site_id is None or not self._settings.enabled:

@@ -135,8 +135,37 @@ def test_mapping_201() -> None:
     )
     assert needs.energy_wh == 30000.0
     assert needs.departure == datetime(2026, 1, 5, 17, tzinfo=UTC)
-    assert needs.max_power_w == 32 * 230
-    assert needs.min_power_w == 6 * 230
+    # AC limits are per phase (2.0.1 ACChargingParametersType): three phases here.
+    assert needs.max_power_w == 32 * 230 * 3
+    assert needs.min_power_w == 6 * 230 * 3
+
+
+@pytest.mark.parametrize(
+    ("transfer", "volts", "watts"),
+    [
+        ("AC_single_phase", 230, 16 * 230),
+        ("AC_two_phase", 230, 16 * 230 * 2),
+        ("AC_three_phase", 400, 16 * 400 / 3**0.5 * 3),  # line-to-line voltage
+        (None, 230, 16 * 230),  # unknown: one phase, the cautious reading
+    ],
+)
+def test_ev_ac_limits_count_the_phases(transfer: str | None, volts: float, watts: float) -> None:
+    needs = mapping201.needs(
+        {
+            "evse_id": 1,
+            "charging_needs": {
+                "requested_energy_transfer": transfer,
+                "ac_charging_parameters": {
+                    "energy_amount": 1,
+                    "ev_min_current": 6,
+                    "ev_max_current": 16,
+                    "ev_max_voltage": volts,
+                },
+            },
+        },
+        NOW,
+    )
+    assert needs.max_power_w == pytest.approx(watts)
 
 
 def test_parsing_helpers() -> None:
@@ -295,6 +324,14 @@ def test_register_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     )
     assert "registered CP-9 with a password" in capsys.readouterr().out
     assert register(["CP-9", "--no-password", "--database-url", "mysql://x/y"]) == 2
+    # A new site has no cap until one is given: said, not silently planned at 0 W.
+    assert register(["CP-8", "--no-password", "--site", "depot", "--database-url", url]) == 0
+    assert "cap of 0 kW" in capsys.readouterr().err
+    args = ["CP-7", "--no-password", "--site", "depot", "--site-cap-kw", "50"]
+    assert register([*args, "--database-url", url]) == 0
+    assert "cap of 0 kW" not in capsys.readouterr().err
+    assert register(["CP-7", "--no-password", "--site-cap-kw", "5", "--database-url", url]) == 2
+    assert "needs --site" in capsys.readouterr().err
 
 
 def test_port_in_use_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

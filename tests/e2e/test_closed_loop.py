@@ -10,6 +10,7 @@ import io
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlmodel import col, select
 
 from charge_point_sim.quirks import Quirks
@@ -74,6 +75,8 @@ async def test_mixed_site_holds_the_cap_uses_it_and_audits_every_profile(db_url:
     # The ISO 15118 EV told the central system its needs, which took them.
     [iso] = [s for s in report["sessions"] if s["iso15118"]]
     assert iso["needs_status"] == "Accepted"
+    # ... and served it first: its need is known, the others' are the site default.
+    assert iso["delivered_kwh"] >= 0.97 * iso["requested_kwh"], report["sessions"]
     profiles: list[ProfileAudit] = seen["profiles"]
     tx_profiles = [p for p in profiles if p.purpose == "TxProfile"]
     assert len(tx_profiles) >= 8
@@ -287,3 +290,16 @@ async def test_solver_time_out_still_gives_a_safe_plan(sqlite_url: str) -> None:
     assert all(p.status in ("time_limit", "feasible", "optimal") for p in planned)
     assert any(p.status == "time_limit" or p.fallback_reason for p in planned)
     assert report["energy_delivered_kwh"] > 10
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_single_version_site_holds_the_cap(sqlite_url: str, version: str) -> None:
+    chargers = [SimCharger(f"CP{i}", version) for i in range(1, 4)]
+    arrivals = {c.id: [vehicle(4 + 3 * i, 2, 14, iso15118=True)] for i, c in enumerate(chargers)}
+    report = await run_e2e(
+        sqlite_url, chargers, arrivals, site={"capacity_kw": 16.0, "step_minutes": 5}, hours=2.5
+    )
+    assert over_cap(report, 16.0) == []
+    assert report["site_peak_kw"] > 14.0
+    # 42 kWh asked, 16 kW for about 2 h: the plan gets close to what the cap allows.
+    assert report["energy_delivered_kwh"] > 28.0, report["sessions"]
