@@ -18,7 +18,10 @@ minimum power is semi-continuous: ``p = 0`` or ``min power <= p <= upper``.
 Objective (minimised): per kWh delivered ``-100 · priority/min priority`` (primary: deliver as much weighted
 energy as possible; unmet energy is the implicit slack of ``energy_needed``), plus secondary terms:
 ``price`` × price normalised to [0, 1] over the horizon, ``early`` × (step + 1)/T (charge early; also
-a tie-breaker), and ``peak`` × Δt per kW of site peak.
+a tie-breaker), ``urgency`` × (1 − the session's departure normalised to [0, 1]) × (step + 1)/T (whoever
+leaves first charges first: without it, sessions that are interchangeable get arbitrary, often
+alternating, allocations, and each re-plan of a rolling horizon may pick another),
+and ``peak`` × Δt per kW of site peak.
 
 Why the secondary terms can never cost energy: the cap is in kW, and a kW of cap in a step is worth
 ``share · Δt`` kWh to a session (see optimizer.grid). Moving a kW of cap from a session with a full
@@ -58,19 +61,26 @@ class Weights:
     price: float = 0.1
     early: float = 0.01
     peak: float = 0.0
+    urgency: float = 0.0
 
     def __post_init__(self) -> None:
+        terms = (
+            ("price", self.price),
+            ("early", self.early),
+            ("peak", self.peak),
+            ("urgency", self.urgency),
+        )
         problems = [
             FieldProblem(f"weights.{name}", f"must be a number >= 0 (got {value})")
-            for name, value in (("price", self.price), ("early", self.early), ("peak", self.peak))
+            for name, value in terms
             if not np.isfinite(value) or value < 0
         ]
-        if not problems and self.price + self.early + self.peak >= MAX_SECONDARY:
+        if not problems and sum(v for _, v in terms) >= MAX_SECONDARY:
             problems.append(
                 FieldProblem(
                     "weights",
-                    f"price + early + peak must be below {MAX_SECONDARY} so that delivering "
-                    "energy always comes first",
+                    f"price + early + peak + urgency must be below {MAX_SECONDARY} so that "
+                    "delivering energy always comes first",
                 )
             )
         if problems:
@@ -114,6 +124,14 @@ def objective_coefficients(grid: Grid, weights: Weights) -> tuple[FloatArray, fl
     per_kwh = -PRIMARY_SCALE * grid.priority[grid.col_session] / min_priority
     if weights.early > 0 and grid.n_steps:
         per_kwh = per_kwh + weights.early * (grid.col_step + 1) / grid.n_steps
+    if weights.urgency > 0 and grid.n_sessions > 1:
+        dep = grid.departure_s
+        lo, hi = float(dep.min()), float(dep.max())
+        if hi > lo:
+            # A steeper cost of waiting for whoever leaves first: swapping a kWh between two
+            # sessions and two steps then always favours the earlier departure in the earlier step.
+            rank = (dep[grid.col_session] - lo) / (hi - lo)
+            per_kwh = per_kwh + weights.urgency * (1.0 - rank) * (grid.col_step + 1) / grid.n_steps
     if weights.price > 0 and grid.price_per_kwh is not None:
         lo, hi = float(grid.price_per_kwh.min()), float(grid.price_per_kwh.max())
         if hi > lo:

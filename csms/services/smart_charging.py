@@ -58,6 +58,7 @@ from csms.services.site_plan import (
 )
 from csms.services.site_state import ChargerInfo, LoadedSite, load_site, site_ids, site_of
 from csms.settings import SmartChargingSettings
+from optimizer.formulation import Weights
 from optimizer.planner import solve
 from optimizer.result import SolveResult
 from optimizer.scenario_io import problem_to_dict
@@ -68,6 +69,10 @@ TX_DEFAULT_PROFILE_ID: Final = 1
 TX_PROFILE_ID_BASE: Final = 1000  # + connector / EVSE id: one id per connector, so updates replace
 STACK_LEVEL: Final = 0  # valid on every charger; TxProfile outranks TxDefaultProfile by purpose
 PRUNE_EVERY_S: Final = 3600.0
+# Within a step, vehicles that leave first charge first: a stable order from plan to plan instead
+# of arbitrary (often alternating) allocations among equivalent sessions, which would switch
+# chargers on and off at every re-plan.
+PLAN_WEIGHTS: Final = Weights(urgency=0.02)
 
 
 @dataclass
@@ -409,6 +414,7 @@ class SmartCharging:
                 solve,
                 inputs.problem,
                 method,
+                weights=PLAN_WEIGHTS,
                 time_limit_s=self._settings.solve_time_limit_s,
                 fallback=True,
             )

@@ -166,3 +166,26 @@ def test_daylight_saving_change_inside_the_horizon() -> None:
     r = solve(p)
     assert np.flatnonzero(r.session_power("a")).tolist() == [5]
     assert p.site.end == datetime(2019, 11, 4, 0, 0, tzinfo=la)
+
+
+def test_urgency_charges_whoever_leaves_first_in_one_block() -> None:
+    """Two identical vehicles and room for one: with the urgency tie-breaker the one leaving
+    first charges first, without switching back and forth between them."""
+    from datetime import UTC, datetime, timedelta
+
+    from optimizer import Problem, Session, Site, solve
+    from optimizer.formulation import Weights
+
+    start = datetime(2026, 1, 5, 8, tzinfo=UTC)
+    site = Site.create("s", start, capacity_kw=10.0, step_minutes=15, horizon_steps=16)
+    sessions = [
+        Session("late", start, start + timedelta(hours=4), energy_kwh=10, max_power_kw=10),
+        Session("early", start, start + timedelta(hours=3), energy_kwh=10, max_power_kw=10),
+    ]
+    for method in ("lp", "milp"):
+        result = solve(Problem.of(site, sessions), method, weights=Weights(urgency=0.02))
+        early = list(result.session_power("early"))
+        late = list(result.session_power("late"))
+        assert early[:4] == pytest.approx([10.0] * 4)  # first, at full power, in one block
+        assert sum(early[4:]) == pytest.approx(0.0)
+        assert late[4:8] == pytest.approx([10.0] * 4)
