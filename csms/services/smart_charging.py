@@ -51,7 +51,6 @@ from csms.services.site_plan import (
     SiteSnapshot,
     committed_w,
     direction,
-    grid_start,
     lowered,
     plan_inputs,
     schedules,
@@ -538,12 +537,15 @@ class SmartCharging:
         snap: SiteSnapshot,
         scheds: dict[ConnectorKey, PowerSchedule],
         now: datetime,
-        window: tuple[datetime, datetime],
     ) -> tuple[list[_Change], list[_Change], list[ProfileAudit]]:
-        """The profiles to send: those that only lower limits during the dispatch window, and
-        those that raise some (sent once the first are all accepted). A profile that lowers one
-        step and raises another ("mixed") is sent twice: first lowered to the old limits over the
-        window, then as planned."""
+        """The profiles to send in two phases, so that no moment of any dispatch, however slow,
+        can overload the site (issue 5: decreases before increases).
+
+        Phase 1 only lowers: a connector's new limits where they never exceed the old ones, or
+        else the lower of old and new at every step ("mixed" changes). Whatever mix of old and
+        phase-1 profiles the chargers hold, the site stays under the old plan. Phase 2, once every
+        phase-1 profile was accepted, raises: each connector is then at its phase-1 limits or the
+        new ones, never above the new plan, which is under the cap."""
         chargers = {c.id: c for c in site.chargers}
         decreases: list[_Change] = []
         increases: list[_Change] = []
@@ -565,10 +567,16 @@ class SmartCharging:
                 fallback = state.max_power_w
                 if control is not None and control.default_limit_w is not None:
                     fallback = min(control.default_limit_w, fallback)
+                # The whole future of both profiles: the old one may raise a limit later on too.
+                end = max(sched.end, sc.schedule.end if sc.schedule is not None else sched.end)
+                window = (now, end + timedelta(seconds=sched.step_s))
                 kind = direction(sc.schedule, sched, fallback, window)
                 if kind == "mixed":
-                    first = lowered(sc.schedule, sched, fallback, window)
-                    decreases.append(self._build(ch, key, session, first, now))
+                    first = self._build(
+                        ch, key, session, lowered(sc.schedule, sched, fallback, window), now
+                    )
+                    if sc.installed is None or not same_profile(sc.installed, first.payload):
+                        decreases.append(first)
                     increases.append(change)
                 else:
                     (decreases if kind == "decrease" else increases).append(change)
@@ -601,11 +609,7 @@ class SmartCharging:
         now: datetime,
     ) -> None:
         site_id = site.config.id
-        # Profiles change limits only on the site's step grid: a dispatch that ends within the
-        # next step cannot meet a limit change it did not account for.
-        step = timedelta(seconds=inputs.step_s)
-        window = (now, grid_start(now, inputs.step_s) + 2 * step)
-        decreases, increases, problems = self._changes(site, snap, scheds, now, window)
+        decreases, increases, problems = self._changes(site, snap, scheds, now)
         if problems:
             await self.audit.add_profiles(problems)
             self.request(site_id, "profile could not be built")

@@ -144,14 +144,17 @@ async def test_rejecting_and_ignoring_chargers_are_reserved_at_their_max(sqlite_
     assert all(p.status != "Accepted" for p in cp3)
     cp4 = [p for p in profiles if p.charge_point_id == "CP4" and p.purpose == "TxProfile"]
     assert any((p.verification or "").startswith("non-compliant") for p in cp4)
-    last = seen["plans"][-1]
-    reasons = {r["charge_point_id"]: r["reason"] for r in last.inputs["reservations"]}
-    assert "CP4" in reasons
-    assert "non-compliant" in reasons["CP4"]
-    # The compliant chargers still charged, in the room left.
+    # Once caught, CP4's maximum is reserved in the plans (until its session ends).
+    reserved = [
+        r["reason"]
+        for p in seen["plans"]
+        for r in p.inputs["reservations"]
+        if r["charge_point_id"] == "CP4"
+    ]
+    assert any("non-compliant" in reason for reason in reserved)
+    # The compliant chargers still charged, in the 8 kW left (who leaves first, first).
     delivered = {s["charger"]: s["delivered_kwh"] for s in report["sessions"]}
-    assert delivered["CP1"] > 5
-    assert delivered["CP2"] > 5
+    assert delivered["CP1"] + delivered["CP2"] > 12
 
 
 async def test_cap_lowered_mid_day_lowers_everyone_before_raising_anyone(sqlite_url: str) -> None:
