@@ -746,6 +746,13 @@ class SmartCharging:
         if sc is not None:
             sc.sent_at = self._clock.now()
         result, attempts = await self._call(change.key[0], "SetChargingProfile", change.payload)
+        if result.ok and result.status == "Rejected" and self.tx_control.get(change.transaction_id):
+            # A TxProfile can cross the transaction's start on the wire (the charger has not
+            # seen its StartTransaction answer yet; OCPP_SMART_CHARGING.md 1.6 #2): one more try
+            # after a moment before the session counts as unmanaged.
+            await asyncio.sleep(self._settings.retry_backoff_s)
+            result, more = await self._call(change.key[0], "SetChargingProfile", change.payload)
+            attempts += more
         outcome = _Outcome(change, result, attempts)
         if outcome.accepted and sc is not None and self.tx_control.get(change.transaction_id) is sc:
             sc.installed = change.payload

@@ -284,9 +284,10 @@ async def test_an_unconfirmed_decrease_holds_back_increases_and_reserves_that_ch
     await three_chargers(env)
     await swap_needs(env)
     env.gw.log.clear()
-    env.gw.script["A"] = [answer]
+    env.gw.script["A"] = [answer, answer]  # a rejection is tried twice
     plan_id = await env.replan()
-    assert [cp for cp, _ in env.gw.profiles("send")] == ["A", "C"]  # B never sent
+    sent = [cp for cp, _ in env.gw.profiles("send")]
+    assert sorted(set(sent)) == ["A", "C"]  # B never sent
     rows = await env.rows(plan_id)
     assert rows["A"].phase == "decrease"
     assert rows["A"].status == ("Rejected" if answer == "Rejected" else "error")
@@ -315,7 +316,7 @@ async def test_an_unconfirmed_decrease_holds_back_increases_and_reserves_that_ch
 async def test_an_unconfirmed_increase_requests_a_replan(env: Env) -> None:
     await three_chargers(env)
     await swap_needs(env)
-    env.gw.script["B"] = ["Rejected"]
+    env.gw.script["B"] = ["Rejected", "Rejected"]  # a retry too
     plan_id = await env.replan()
     rows = await env.rows(plan_id)
     assert (rows["B"].phase, rows["B"].status) == ("increase", "Rejected")
@@ -329,7 +330,7 @@ async def test_an_unconfirmed_increase_requests_a_replan(env: Env) -> None:
 async def test_a_rejected_profile_makes_the_session_unmanaged_until_it_ends(env: Env) -> None:
     await env.charger("A")
     await env.start("A")
-    env.gw.script["A"] = ["Rejected"]
+    env.gw.script["A"] = ["Rejected", "Rejected"]  # a retry too
     await env.replan()
     sc = env.smart.tx_control[env.tx["A"]]
     assert sc.unmanaged_reason == "TxProfile not accepted (Rejected)"
@@ -565,7 +566,7 @@ async def test_an_accepted_tx_default_lets_idle_connectors_reserve_nothing(env: 
 
 async def test_a_rejected_tx_default_reserves_the_idle_maximum(env: Env) -> None:
     await env.charger("A", max_w=11_000.0)
-    env.gw.script["A"] = ["Rejected"]
+    env.gw.script["A"] = ["Rejected", "Rejected"]  # a retry too
     await env.smart._install_default("S1", "A")
     assert env.smart.cp_control["A"].default_limit_w is None
     plan = await env.smart.audit.plan(await env.replan())
@@ -629,7 +630,7 @@ async def test_after_a_tx_default_a_new_sessions_first_profile_is_an_increase(en
     await env.start("B")
     await env.needs("A", 0.0)
     await env.needs("B", 20_000.0)
-    env.gw.script["A"] = ["Rejected"]
+    env.gw.script["A"] = ["Rejected", "Rejected"]  # a retry too
     plan_id = await env.replan()
     rows = await env.rows(plan_id)
     assert (rows["A"].phase, rows["A"].status) == ("decrease", "Rejected")
@@ -650,7 +651,7 @@ async def test_a_reboot_forgets_the_confirmed_tx_default_until_it_is_installed_a
 async def test_a_reboot_forgets_the_chargers_sessions(env: Env) -> None:
     await env.charger("A")
     await env.start("A")
-    env.gw.script["A"] = ["Rejected"]
+    env.gw.script["A"] = ["Rejected", "Rejected"]  # a retry too
     await env.replan()
     assert env.tx["A"] in env.smart.tx_control
     await env.smart._handle(Notice("booted", "A"))
@@ -765,3 +766,15 @@ async def test_a_slow_ev_is_planned_at_no_less_than_the_charger_minimum(env: Env
     plan = await env.smart.audit.plan(await env.replan())
     assert plan is not None
     assert plan.inputs["problem"]["sessions"][0]["max_power_kw"] == pytest.approx(6 * 3 * 0.23)
+
+
+async def test_a_single_rejection_is_tried_again_before_the_session_is_unmanaged(env: Env) -> None:
+    """A TxProfile can cross the transaction's start on the wire: one rejection, then Accepted."""
+    await three_chargers(env)
+    await swap_needs(env)
+    env.gw.script["A"] = ["Rejected"]
+    plan_id = await env.replan()
+    rows = await env.rows(plan_id)
+    assert rows["A"].status == "Accepted"
+    assert rows["A"].attempts == 2
+    assert env.smart.tx_control[env.tx["A"]].unmanaged_reason is None
