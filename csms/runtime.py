@@ -23,6 +23,7 @@ from csms.services.notifications import Notifier
 from csms.services.sites import SiteService
 from csms.services.smart_charging import SmartCharging
 from csms.services.stations import StationService
+from csms.services.users import UserService
 from csms.settings import ClockSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class Runtime:
     notifier: Notifier
     smart: SmartCharging
     sites: SiteService
+    users: UserService
 
 
 def make_clock(settings: ClockSettings) -> Clock:
@@ -75,7 +77,17 @@ async def run(settings: Settings, clock: Clock | None = None) -> AsyncIterator[R
         smart = SmartCharging(sessions, clock, gateway, notifier, settings.smart_charging)
         sites = SiteService(sessions, clock, notifier)
         runtime = Runtime(
-            settings, engine, sessions, clock, stations, server, gateway, notifier, smart, sites
+            settings,
+            engine,
+            sessions,
+            clock,
+            stations,
+            server,
+            gateway,
+            notifier,
+            smart,
+            sites,
+            UserService(sessions, clock),
         )
         async with server.running(), asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(_prune_forever(runtime)), tg.create_task(smart.run())]

@@ -50,10 +50,27 @@ class DatabaseSettings(BaseModel):
 
 
 class WebSettings(BaseModel):
-    """The HTTP API (and, later, the console)."""
+    """The HTTP API and the operator console."""
 
     host: str = Field("127.0.0.1", description="address the HTTP API listens on")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port")
+    auth_required: bool = Field(
+        True,
+        description="operators sign in to the console and API clients send a bearer token; off "
+        "only on a trusted network (everyone is an operator then)",
+    )
+    session_secret: str | None = Field(
+        None,
+        min_length=32,
+        description="key that signs console session cookies (32+ characters); unset: a random "
+        "key per process, so sign-ins do not survive a restart",
+    )
+    cookie_secure: bool = Field(
+        True,
+        description="send the session cookie over HTTPS only; turn off only for plain-HTTP "
+        "access on localhost",
+    )
+    session_max_age_s: int = Field(8 * 3600, ge=60, description="seconds a console sign-in lasts")
 
 
 class ClockSettings(BaseModel):

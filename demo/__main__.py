@@ -169,23 +169,33 @@ async def _run(args: argparse.Namespace) -> int:
     settings = Settings(
         ocpp=OcppSettings(host="127.0.0.1", port=ocpp_port, accept_unknown_id_tokens=True),
         database=DatabaseSettings(url=f"sqlite:///{args.db}"),
-        web=WebSettings(host="127.0.0.1", port=http_port),
+        # plain HTTP on loopback: the browser would not send a Secure-only cookie back
+        web=WebSettings(host="127.0.0.1", port=http_port, cookie_secure=False),
     )
     setup_logging(settings.log_level, settings.log_format)
     logging.getLogger("csms").setLevel(logging.WARNING)
     logging.getLogger("ocpp").setLevel(logging.CRITICAL)
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.getLogger("charge_point_sim").setLevel(logging.ERROR)
+    logging.getLogger("web").setLevel(logging.ERROR)  # the first-run credential is printed below
     app = create_app(settings, clock)
     server, serving = await _serve(app, http_port)
     rt: Runtime = app.state.runtime
     await _setup(rt, site, args)
     base = f"http://127.0.0.1:{http_port}"
+    admin = app.state.first_run_admin
+    login = (
+        f"  sign in as          {admin[0]} / {admin[1]}  (created for this run)\n"
+        if admin is not None
+        else ""
+    )
     print(
         f"\nDemo: {len(site.chargers)} simulated chargers, {count} real sessions of "
         f"{DAY.isoformat()} at Caltech, cap {args.cap_kw:g} kW, {args.speed:g}x "
         f"({args.hours:g} h in {args.hours * 60 / args.speed:.0f} min)\n"
-        f"  console / API docs  {base}/docs\n"
+        f"  console             {base}/console/\n"
+        f"{login}"
+        f"  API docs            {base}/docs (API calls: the console's sign-in or a token)\n"
         f"  current plan        {base}/api/sites/{SITE_ID}/plan\n"
         f"  KPIs                {base}/api/sites/{SITE_ID}/kpis\n"
         f"  audit (CSV)         {base}/api/audit/profiles?format=csv\n"

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.middleware.sessions import SessionMiddleware
 
 from csms import runtime as csms_runtime
 from csms.domain.clock import Clock
 from csms.settings import Settings
 from web.api import audit, charge_points, health, plan, problems, sites, transactions
+from web.auth import LoginRequiredError, api_identity
+from web.console import routes as console
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
@@ -20,6 +34,17 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with csms_runtime.run(settings, clock) as rt:
             app.state.runtime = rt
+            app.state.first_run_admin = None
+            if settings.web.auth_required:
+                admin = await rt.users.first_run_admin()
+                if admin is not None:
+                    # shown once, on the first start of an empty database; never a fixed default
+                    app.state.first_run_admin = admin
+                    log.warning(
+                        "first run: created console user %r with password %r; sign in and keep "
+                        "it safe (it is not shown again)",
+                        *admin,
+                    )
             yield
 
     app = FastAPI(
@@ -28,14 +53,53 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         description="OCPP 1.6J / 2.0.1 central system with an optimal planner in the loop.",
         lifespan=lifespan,
     )
-    problems.install(app)
+    _install_errors(app)
+    app.include_router(health.router)  # public: liveness probes carry no credentials
+    guarded = [Depends(api_identity)]
     for router in (
-        health.router,
         charge_points.router,
         transactions.router,
         sites.router,
         plan.router,
         audit.router,
     ):
+        app.include_router(router, dependencies=guarded)
+    for router in (console.root, *console.ROUTERS):
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.web.session_secret or secrets.token_urlsafe(32),
+        session_cookie="csms_session",
+        max_age=settings.web.session_max_age_s,
+        same_site="lax",
+        https_only=settings.web.cookie_secure,
+    )
+
+    @app.exception_handler(LoginRequiredError)
+    async def _login(request: Request, exc: LoginRequiredError) -> Response:
+        return console.login_redirect(request, exc.next_url)
+
     return app
+
+
+def _install_errors(app: FastAPI) -> None:
+    """Console requests get error pages; the API answers with problem details (RFC 9457)."""
+
+    async def _http(request: Request, exc: Exception) -> Response:
+        if console.is_console(request) and isinstance(exc, HTTPException):
+            return console.error_page(request, exc.status_code, str(exc.detail))
+        assert isinstance(exc, HTTPException)
+        return problems.http_problem(exc)
+
+    async def _invalid(request: Request, exc: Exception) -> Response:
+        if console.is_console(request) and isinstance(exc, RequestValidationError):
+            detail = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()
+            )
+            return console.error_page(request, 422, detail)
+        assert isinstance(exc, RequestValidationError)
+        return problems.validation_problem(exc)
+
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(RequestValidationError, _invalid)

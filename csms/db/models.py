@@ -280,3 +280,31 @@ class OutboundCall(SQLModel, table=True):
     error: str | None = None
     latency_s: float = 0.0
     created_at: datetime | None = _ts(index=True)
+
+
+class User(SQLModel, table=True):
+    """A person who signs in to the console: a viewer looks, an operator also acts."""
+
+    __tablename__ = "users"  # "user" is reserved in PostgreSQL
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64, unique=True, index=True)
+    password_hash: str = Field(max_length=255)
+    role: str = Field(default="viewer", max_length=16)
+    disabled: bool = False
+    created_at: datetime | None = _ts()
+    last_login: datetime | None = _ts()
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token for machine clients of the JSON API. Only its SHA-256 is stored: tokens are
+    long random strings, so a fast hash is enough and lets a request find its row by hash."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    role: str = Field(default="viewer", max_length=16)
+    created_at: datetime | None = _ts()
+    revoked: bool = False

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import httpx
+from fastapi import FastAPI
 from ocpp.v16 import call as c16
 
 from tests.csms.client import boot16, connect
 from tests.csms.conftest import make_settings
 from web.app import create_app
+
+
+async def _authorize(app: FastAPI, http: httpx.AsyncClient) -> None:
+    """The API needs a token (web.auth_required is on by default)."""
+    token = await app.state.runtime.users.create_token("test", "operator")
+    http.headers["Authorization"] = f"Bearer {token}"
 
 
 async def test_api_reports_chargers_and_transactions(db_url: str) -> None:
@@ -17,6 +24,7 @@ async def test_api_reports_chargers_and_transactions(db_url: str) -> None:
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
     ):
+        await _authorize(app, http)
         health = (await http.get("/api/health")).json()
         assert health["status"] == "ok"
         port = health["ocpp_port"]
@@ -57,6 +65,8 @@ async def test_errors_are_problem_details(db_url: str) -> None:
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
     ):
+        assert (await http.get("/api/charge-points")).status_code == 401
+        await _authorize(app, http)
         r = await http.get("/api/charge-points/nope")
         assert r.status_code == 404
         assert r.headers["content-type"] == "application/problem+json"

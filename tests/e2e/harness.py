@@ -122,6 +122,8 @@ async def run_e2e(
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
     ):
         rt: Runtime = app.state.runtime
+        # the API wants a token (web.auth_required is on by default)
+        http.headers["Authorization"] = "Bearer " + await rt.users.create_token("e2e", "operator")
         ctx = E2E(rt, http, clock)
         await rt.sites.upsert("S1", {"timezone": "UTC", **site})
         for c in chargers:

@@ -1,0 +1,152 @@
+"""Chargers: a paged table, and one charger's detail with commands and its message log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse
+
+from csms.domain.commands import (
+    Command,
+    RawCall,
+    Reset,
+    StartCharging,
+    TriggerMessage,
+    UnlockConnector,
+)
+from csms.services.queries import Queries
+from web.api.deps import RuntimeDep
+from web.console.deps import ConsoleDep, OperatorDep, UserDep
+from web.console.render import render
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+PAGE = 50
+TRIGGERS = ("StatusNotification", "MeterValues", "Heartbeat", "BootNotification")
+
+
+def _reservations(plan: Any) -> dict[str, str]:
+    if plan is None:
+        return {}
+    return {r["charge_point_id"]: r["reason"] for r in plan.inputs.get("reservations", []) or []}
+
+
+@router.get("/chargers", response_class=HTMLResponse)
+async def chargers(
+    request: Request,
+    rt: RuntimeDep,
+    q: ConsoleDep,
+    user: UserDep,
+    site: str = "",
+    search: str = "",
+    page: int = Query(1, ge=1),
+) -> HTMLResponse:
+    """Chargers, 50 a page, with connection, version, last seen, capabilities, managed or not."""
+    rows = await q.chargers(
+        site_id=site or None, search=search, limit=PAGE, offset=(page - 1) * PAGE
+    )
+    unmanaged: dict[str, str] = {}
+    for site_id in {c.site_id for c in rows.rows if c.site_id}:
+        unmanaged.update(_reservations(await rt.smart.audit.latest_plan(site_id)))
+    ctx = {
+        "rows": rows,
+        "unmanaged": unmanaged,
+        "site_filter": site,
+        "search": search,
+        "page": page,
+        "pages": max(1, -(-rows.total // PAGE)),
+        "tab": "chargers",
+    }
+    return render(request, "chargers.html", ctx)
+
+
+async def _detail(
+    request: Request,
+    rt: RuntimeDep,
+    q: ConsoleDep,
+    charge_point_id: str,
+    flash: str | None = None,
+    error: str | None = None,
+) -> HTMLResponse:
+    cp = await Queries(rt.sessions).charge_point(charge_point_id)
+    if cp is None:
+        raise HTTPException(404, f"no charger {charge_point_id!r}")
+    plan = await rt.smart.audit.latest_plan(cp.site_id) if cp.site_id else None
+    control = rt.smart.cp_control.get(charge_point_id)
+    installed = [
+        {"transaction_id": tx_id, "limit": c.installed, "reason": c.unmanaged_reason}
+        for tx_id, c in rt.smart.tx_control.items()
+        if c.key[0] == charge_point_id
+    ]
+    ctx = {
+        "cp": cp,
+        "online": rt.gateway.is_connected(charge_point_id),
+        "unmanaged_reason": _reservations(plan).get(charge_point_id),
+        "default_limit_w": None if control is None else control.default_limit_w,
+        "installed": installed,
+        "frames": await q.messages(charge_point_id, 50),
+        "commands": await q.commands(charge_point_id, 20),
+        "triggers": TRIGGERS,
+        "flash": flash,
+        "error": error,
+        "tab": "chargers",
+    }
+    return render(request, "charger.html", ctx)
+
+
+@router.get("/chargers/{charge_point_id}", response_class=HTMLResponse)
+async def charger(
+    charge_point_id: str, request: Request, rt: RuntimeDep, q: ConsoleDep, user: UserDep
+) -> HTMLResponse:
+    """One charger: state, connectors, installed profiles, commands, recent messages."""
+    return await _detail(request, rt, q, charge_point_id)
+
+
+def command_for(action: str, evse_id: int, message: str, id_tag: str) -> Command:
+    """The command behind a button (ValueError for an unknown one)."""
+    if action == "reset":
+        return Reset(hard=False)
+    if action == "hard-reset":
+        return Reset(hard=True)
+    if action == "unlock":
+        return UnlockConnector(connector_id=1, evse_id=max(evse_id, 1))
+    if action == "trigger":
+        if message not in TRIGGERS:
+            raise ValueError(f"unknown message {message!r}; one of {', '.join(TRIGGERS)}")
+        return TriggerMessage(message, evse_id or None)
+    if action == "clear-profile":
+        # no criteria: clears every profile the central system installed (both versions)
+        return RawCall("ClearChargingProfile", {})
+    if action == "start":
+        return StartCharging(id_tag or "OPERATOR", evse_id or None)
+    raise ValueError(f"unknown command {action!r}")
+
+
+@router.post("/chargers/{charge_point_id}/commands/{action}", response_class=HTMLResponse)
+async def command(
+    charge_point_id: str,
+    action: str,
+    request: Request,
+    rt: RuntimeDep,
+    q: ConsoleDep,
+    user: OperatorDep,
+    evse_id: Annotated[int, Form()] = 0,
+    message: Annotated[str, Form()] = "",
+    id_tag: Annotated[str, Form()] = "",
+) -> HTMLResponse:
+    """Send a command to the charger and show its answer."""
+    try:
+        cmd = command_for(action, evse_id, message, id_tag)
+    except ValueError as exc:
+        return await _detail(request, rt, q, charge_point_id, error=str(exc))
+    if not rt.gateway.is_connected(charge_point_id):
+        return await _detail(
+            request, rt, q, charge_point_id, error=f"{charge_point_id} is not connected"
+        )
+    result = await rt.gateway.send(charge_point_id, cmd)
+    if result.ok:
+        return await _detail(
+            request, rt, q, charge_point_id, flash=f"{action}: {result.status or 'done'}"
+        )
+    return await _detail(request, rt, q, charge_point_id, error=f"{action} failed: {result.error}")
