@@ -55,7 +55,8 @@ def compute_kpis(grid: Grid, figures: PlanFigures, solve_time_s: float = 0.0) ->
     fully = int(np.count_nonzero(figures.unmet_kwh <= served_tol))
     peak = float(figures.site_power_kw.max()) if grid.n_steps else 0.0
     horizon_h = grid.n_steps * grid.step_hours
-    load_factor = delivered / (peak * horizon_h) if peak > 0 and horizon_h > 0 else 0.0
+    full_peak_kwh = peak * horizon_h  # may underflow to 0 for a denormal peak
+    load_factor = delivered / full_peak_kwh if full_peak_kwh > 0 else 0.0
     excess = np.maximum(figures.site_power_kw - grid.capacity_kw, 0.0)
     # Tolerances of 1 W keep solver round-off from counting as a violation.
     violating = excess > 1e-3

@@ -879,10 +879,25 @@ class SmartCharging:
         if control is None or control.info is None or control.composite_rejected:
             return
         unit = choose_unit(control.info.capabilities)
+
+        def superseded() -> bool:
+            sc = self.tx_control.get(change.transaction_id)
+            return sc is None or sc.installed is not change.payload
+
+        if superseded():
+            await self.audit.set_verification(
+                audit_id, "unverified: superseded before it was checked", self._clock.now()
+            )
+            return
         result, _ = await self._call(
             cp_id, "GetCompositeSchedule", _composite_request(control.info.ocpp_version, evse, unit)
         )
         now = self._clock.now()
+        if superseded():  # the answer may describe the newer profile
+            await self.audit.set_verification(
+                audit_id, "unverified: superseded before it was checked", now
+            )
+            return
         if not (result.ok and result.status == "Accepted"):
             control.composite_rejected = True
             await self.audit.set_verification(

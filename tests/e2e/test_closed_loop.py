@@ -88,8 +88,8 @@ async def test_mixed_site_holds_the_cap_uses_it_and_audits_every_profile(db_url:
     assert {p.status for p in defaults} == {"Accepted"}
     # Verification: the simulated chargers apply what they accept.
     verified = [p.verification for p in tx_profiles if p.verification]
-    assert verified
-    assert all(v.startswith("applied") for v in verified), verified
+    assert any(v.startswith("applied") for v in verified), verified
+    assert all(v.startswith(("applied", "unverified: superseded")) for v in verified), verified
     plans: list[PlanAudit] = seen["plans"]
     assert len(plans) > 10
     assert {"session started", "periodic"} <= {t for p in plans for t in p.trigger.split(", ")}

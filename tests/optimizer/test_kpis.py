@@ -43,3 +43,16 @@ def test_no_price_no_cost() -> None:
     r = solve(problem([session("a", 0, 60, 5, 10)], 10.0, steps=1))
     assert r.kpis.energy_cost is None
     assert r.kpis.jain_fairness == pytest.approx(1.0)
+
+
+def test_load_factor_of_a_denormal_peak_is_zero_not_a_crash() -> None:
+    """Found by hypothesis: a cap of 5e-324 kW makes peak x horizon underflow to 0."""
+    from datetime import UTC, datetime, timedelta
+
+    from optimizer import Problem, Session, Site, solve
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    site = Site.create("t", start, capacity_kw=5e-324, horizon_steps=1)
+    session = Session("s0", start, start + timedelta(minutes=1), energy_kwh=1.0, max_power_kw=3.7)
+    result = solve(Problem.of(site, [session]), "heuristic")
+    assert 0.0 <= result.kpis.load_factor <= 1.0
