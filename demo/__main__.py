@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _real_time(seconds: float) -> str:
+    """``19 min`` or ``48 s``."""
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
 def _free(port: int) -> int:
     """``port`` if it can be bound on localhost, else any free port (said on stderr)."""
     with socket.socket() as s:
@@ -176,6 +181,7 @@ async def _run(args: argparse.Namespace) -> int:
     logging.getLogger("csms").setLevel(logging.WARNING)
     logging.getLogger("ocpp").setLevel(logging.CRITICAL)
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("charge_point_sim").setLevel(logging.ERROR)
     logging.getLogger("web").setLevel(logging.ERROR)  # the first-run credential is printed below
     app = create_app(settings, clock)
@@ -192,7 +198,7 @@ async def _run(args: argparse.Namespace) -> int:
     print(
         f"\nDemo: {len(site.chargers)} simulated chargers, {count} real sessions of "
         f"{DAY.isoformat()} at Caltech, cap {args.cap_kw:g} kW, {args.speed:g}x "
-        f"({args.hours:g} h in {args.hours * 60 / args.speed:.0f} min)\n"
+        f"({args.hours:g} h in {_real_time(args.hours * 3600 / args.speed)})\n"
         f"  console             {base}/console/\n"
         f"{login}"
         f"  API docs            {base}/docs (API calls: the console's sign-in or a token)\n"
