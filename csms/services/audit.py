@@ -82,6 +82,18 @@ def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
 
+def _where(table: Any, f: AuditFilter, **equal: object) -> list[Any]:
+    """Conditions: each given column equals its value (None: any), created_at in the window."""
+    conditions = [
+        getattr(table, name) == value for name, value in equal.items() if value is not None
+    ]
+    if f.since is not None:
+        conditions.append(col(table.created_at) >= _utc(f.since))
+    if f.until is not None:
+        conditions.append(col(table.created_at) < _utc(f.until))
+    return conditions
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return as_utc(value).isoformat()  # type: ignore[union-attr]
@@ -148,15 +160,7 @@ class AuditLog:
 
     async def plans(self, f: AuditFilter) -> list[PlanAudit]:
         """Plans, newest first."""
-        q = select(PlanAudit)
-        if f.site_id is not None:
-            q = q.where(PlanAudit.site_id == f.site_id)
-        if f.status is not None:
-            q = q.where(PlanAudit.status == f.status)
-        if f.since is not None:
-            q = q.where(col(PlanAudit.created_at) >= _utc(f.since))
-        if f.until is not None:
-            q = q.where(col(PlanAudit.created_at) < _utc(f.until))
+        q = select(PlanAudit).where(*_where(PlanAudit, f, site_id=f.site_id, status=f.status))
         q = q.order_by(col(PlanAudit.id).desc()).offset(f.offset).limit(min(f.limit, MAX_PAGE))
         async with self._sessions() as s:
             return list((await s.exec(q)).all())
@@ -179,21 +183,17 @@ class AuditLog:
 
     async def profiles(self, f: AuditFilter, *, plan_id: int | None = None) -> list[ProfileAudit]:
         """Dispatches, newest first."""
-        q = select(ProfileAudit)
-        if f.site_id is not None:
-            q = q.where(ProfileAudit.site_id == f.site_id)
-        if f.charge_point_id is not None:
-            q = q.where(ProfileAudit.charge_point_id == f.charge_point_id)
-        if f.transaction_id is not None:
-            q = q.where(ProfileAudit.transaction_id == f.transaction_id)
-        if f.status is not None:
-            q = q.where(ProfileAudit.status == f.status)
-        if plan_id is not None:
-            q = q.where(ProfileAudit.plan_id == plan_id)
-        if f.since is not None:
-            q = q.where(col(ProfileAudit.created_at) >= _utc(f.since))
-        if f.until is not None:
-            q = q.where(col(ProfileAudit.created_at) < _utc(f.until))
+        q = select(ProfileAudit).where(
+            *_where(
+                ProfileAudit,
+                f,
+                site_id=f.site_id,
+                charge_point_id=f.charge_point_id,
+                transaction_id=f.transaction_id,
+                status=f.status,
+                plan_id=plan_id,
+            )
+        )
         q = q.order_by(col(ProfileAudit.id).desc()).offset(f.offset).limit(min(f.limit, MAX_PAGE))
         async with self._sessions() as s:
             return list((await s.exec(q)).all())
