@@ -73,6 +73,45 @@ async def site_of(sessions: async_sessionmaker[AsyncSession], charge_point_id: s
         return None if cp is None else cp.site_id
 
 
+def _charger_info(
+    cp: ChargePoint, connectors: list[Connector], config: SiteConfig, default_max_w: float | None
+) -> ChargerInfo:
+    fallback_max = (
+        default_max_w if default_max_w is not None else config.default_charger_max_kw * 1e3
+    )
+    version = _version(cp.ocpp_version)
+    stored = cp.capabilities or {}
+    return ChargerInfo(
+        id=cp.id,
+        ocpp_version=version,
+        capabilities=capabilities_from_stored(stored, version),
+        limits=ChargerLimits(
+            phases=cp.phases if cp.phases in (1, 2, 3) else 3,
+            voltage_v=cp.voltage_v if cp.voltage_v > 0 else 230.0,
+            max_power_w=cp.max_power_w if cp.max_power_w is not None else fallback_max,
+        ),
+        evse_ids=_evse_ids(version, connectors),
+        capabilities_read=version in stored,
+    )
+
+
+async def load_charger(
+    sessions: async_sessionmaker[AsyncSession], site_id: str, charge_point_id: str
+) -> tuple[SiteConfig, ChargerInfo] | None:
+    """One charger of a site and the site's settings (None if either is unknown or the charger
+    is not on that site)."""
+    async with sessions() as s:
+        site = await s.get(Site, site_id)
+        cp = await s.get(ChargePoint, charge_point_id)
+        if site is None or cp is None or cp.site_id != site_id:
+            return None
+        connectors = list(
+            (await s.exec(select(Connector).where(Connector.charge_point_id == cp.id))).all()
+        )
+    config = site_config_from_row(site)
+    return config, _charger_info(cp, connectors, config, None)
+
+
 async def load_site(
     sessions: async_sessionmaker[AsyncSession], site_id: str, *, default_max_w: float | None = None
 ) -> LoadedSite | None:
@@ -103,27 +142,10 @@ async def load_site(
                 await s.exec(select(NeedsInput).where(col(NeedsInput.transaction_id).in_(tx_ids)))
             ).all()
         )
-    fallback_max = (
-        default_max_w if default_max_w is not None else config.default_charger_max_kw * 1e3
-    )
-    chargers = []
-    for cp in cps:
-        version = _version(cp.ocpp_version)
-        stored = cp.capabilities or {}
-        chargers.append(
-            ChargerInfo(
-                id=cp.id,
-                ocpp_version=version,
-                capabilities=capabilities_from_stored(stored, version),
-                limits=ChargerLimits(
-                    phases=cp.phases if cp.phases in (1, 2, 3) else 3,
-                    voltage_v=cp.voltage_v if cp.voltage_v > 0 else 230.0,
-                    max_power_w=cp.max_power_w if cp.max_power_w is not None else fallback_max,
-                ),
-                evse_ids=_evse_ids(version, [c for c in connectors if c.charge_point_id == cp.id]),
-                capabilities_read=version in stored,
-            )
-        )
+    by_charger: dict[str, list[Connector]] = {}
+    for c in connectors:
+        by_charger.setdefault(c.charge_point_id, []).append(c)
+    chargers = [_charger_info(cp, by_charger.get(cp.id, []), config, default_max_w) for cp in cps]
     needs: dict[int, dict[str, NeedsValues]] = {}
     for n in needs_rows:
         needs.setdefault(n.transaction_id, {})[n.source] = NeedsValues(

@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -31,6 +32,7 @@ from csms.domain.clock import Clock
 from csms.domain.commands import CommandResult, RawCall
 from csms.domain.needs import resolve_needs
 from csms.domain.profiles import PowerSchedule, RateUnit
+from csms.domain.site_config import SiteConfig
 from csms.ports import ChargerGateway
 from csms.services.audit import AuditLog
 from csms.services.notifications import Notice, Notifier
@@ -55,7 +57,14 @@ from csms.services.site_plan import (
     plan_inputs,
     schedules,
 )
-from csms.services.site_state import ChargerInfo, LoadedSite, load_site, site_ids, site_of
+from csms.services.site_state import (
+    ChargerInfo,
+    LoadedSite,
+    load_charger,
+    load_site,
+    site_ids,
+    site_of,
+)
 from csms.settings import SmartChargingSettings
 from optimizer.formulation import Weights
 from optimizer.planner import solve
@@ -68,6 +77,7 @@ TX_DEFAULT_PROFILE_ID: Final = 1
 TX_PROFILE_ID_BASE: Final = 1000  # + connector / EVSE id: one id per connector, so updates replace
 STACK_LEVEL: Final = 0  # valid on every charger; TxProfile outranks TxDefaultProfile by purpose
 PRUNE_EVERY_S: Final = 3600.0
+DEFAULT_INSTALLS: Final = 8  # TxDefaultProfile installs at a time
 # Within a step, vehicles that leave first charge first: a stable order from plan to plan instead
 # of arbitrary (often alternating) allocations among equivalent sessions, which would switch
 # chargers on and off at every re-plan.
@@ -162,6 +172,7 @@ class SmartCharging:
         self.tx_control: dict[int, SessionControl] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._step_s: dict[str, float] = {}
+        self._installs = asyncio.Semaphore(DEFAULT_INSTALLS)
 
     # --- running ---------------------------------------------------------------------------
 
@@ -178,6 +189,21 @@ class SmartCharging:
                     await self._handle(notice)
                 except Exception:  # one bad notice must not stop the loop
                     log.exception("smart charging: handling %s failed", notice.kind)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run ``work`` in the loop's task group; its failure is logged, never propagated (one
+        charger's database timeout must not stop the central system)."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("smart charging: %s failed", what)
+
+        if self._tg is not None:
+            self._tg.create_task(guarded())
+        else:
+            work.close()
 
     def request(self, site_id: str, reason: str) -> None:
         """Ask for a re-plan of ``site_id`` soon (bursts coalesce into one plan)."""
@@ -245,7 +271,7 @@ class SmartCharging:
         site_id = await self._site(n.charge_point_id, refresh=n.kind in ("connected", "booted"))
         if n.kind == "capabilities":
             if self._tg is not None and site_id is not None:
-                self._tg.create_task(self._install_default(site_id, n.charge_point_id))
+                self._spawn(self._install_default(site_id, n.charge_point_id), "TxDefaultProfile")
             return
         if n.kind == "session_ended" and n.transaction_id is not None:
             self.tx_control.pop(n.transaction_id, None)
@@ -304,11 +330,12 @@ class SmartCharging:
                     f"non-compliant: draws {n.power_w:.0f} W over its limit of {high:.0f} W"
                 )
                 log.warning("%s", sc.unmanaged_reason, extra={"charge_point": n.charge_point_id})
-                if sc.audit_id is not None and self._tg is not None:
-                    self._tg.create_task(
+                if sc.audit_id is not None:
+                    self._spawn(
                         self.audit.set_verification(
                             sc.audit_id, sc.unmanaged_reason, self._clock.now(), overrides=True
-                        )
+                        ),
+                        "non-compliance record",
                     )
                 if site_id is not None:
                     self.request(site_id, "charger non-compliant")
@@ -698,7 +725,7 @@ class SmartCharging:
             if outcome.accepted:
                 sc.audit_id = audit_id
                 if self._settings.verify_composite and self._tg is not None:
-                    self._tg.create_task(self._verify(outcome.change, audit_id))
+                    self._spawn(self._verify(outcome.change, audit_id), "verification")
                 continue
             failed = True
             answer = outcome.result.status if outcome.result.ok else outcome.result.error
@@ -800,13 +827,18 @@ class SmartCharging:
     # --- TxDefaultProfile at boot and verification ------------------------------------------
 
     async def _install_default(self, site_id: str, charge_point_id: str) -> None:
-        """Install the safety net on a charger that just booted, then re-plan its site."""
-        site = await load_site(self._sessions, site_id)
-        if site is None or not self._settings.enabled:
-            return
-        info = next((c for c in site.chargers if c.id == charge_point_id), None)
-        if info is None:
-            return
+        """Install the safety net on a charger that just booted, then re-plan its site. At most
+        ``DEFAULT_INSTALLS`` at a time: a site of 1000 chargers booting together must not exhaust
+        the database pool."""
+        async with self._installs:
+            loaded = await load_charger(self._sessions, site_id, charge_point_id)
+            if loaded is None or not self._settings.enabled:
+                return
+            config, info = loaded
+            await self._install_default_on(config, info)
+
+    async def _install_default_on(self, config: SiteConfig, info: ChargerInfo) -> None:
+        site_id, charge_point_id = config.id, info.id
         control = self.cp_control.setdefault(charge_point_id, ChargerControl())
         control.info = info
         now = self._clock.now()
@@ -830,7 +862,7 @@ class SmartCharging:
             await self.audit.add_profiles([row])
             self.request(site_id, "charger cannot do smart charging")
             return
-        limit_w = site.config.tx_default_kw * 1000.0
+        limit_w = config.tx_default_kw * 1000.0
         payload = build_tx_default_profile(
             version=info.ocpp_version,
             limit_w=limit_w,

@@ -6,6 +6,7 @@ meter compliance / deviation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -778,3 +779,23 @@ async def test_a_single_rejection_is_tried_again_before_the_session_is_unmanaged
     assert rows["A"].status == "Accepted"
     assert rows["A"].attempts == 2
     assert env.smart.tx_control[env.tx["A"]].unmanaged_reason is None
+
+
+async def test_a_failing_background_task_is_logged_and_the_loop_goes_on(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the 1000-charger benchmark: a database timeout in one charger's TxDefault install
+    used to end the loop's task group, and with it the central system."""
+    running = asyncio.create_task(env.smart.run())
+    await asyncio.sleep(0.05)
+
+    async def boom() -> None:
+        raise RuntimeError("pool timeout")
+
+    env.smart._spawn(boom(), "test work")
+    await asyncio.sleep(0.05)
+    assert not running.done()
+    assert "test work failed" in caplog.text
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
