@@ -635,12 +635,32 @@ class SmartCharging:
         plan_id: int,
         now: datetime,
     ) -> None:
+        verify: list[tuple[_Change, int]] = []
+        try:
+            await self._dispatch_phases(site, snap, inputs, scheds, plan_id, now, verify)
+        finally:
+            # Checked once the chargers are free: a composite request on a charger's one call
+            # slot would hold up its next profile (OCPP_SMART_CHARGING.md: one call at a time).
+            if self._settings.verify_composite:
+                for change, audit_id in verify:
+                    self._spawn(self._verify(change, audit_id), "verification")
+
+    async def _dispatch_phases(
+        self,
+        site: LoadedSite,
+        snap: SiteSnapshot,
+        inputs: PlanInputs,
+        scheds: dict[ConnectorKey, PowerSchedule],
+        plan_id: int,
+        now: datetime,
+        verify: list[tuple[_Change, int]],
+    ) -> None:
         site_id = site.config.id
         decreases, increases, problems = self._changes(site, snap, scheds, now)
         if problems:
             await self.audit.add_profiles(problems)
             self.request(site_id, "profile could not be built")
-        failed = await self._send_phase(site_id, plan_id, decreases, "decrease", now)
+        failed = await self._send_phase(site_id, plan_id, decreases, "decrease", now, verify)
         if failed:
             # An unconfirmed decrease means the site may still be committed to the old, higher
             # limit: raising anyone now could overload it. Re-plan with that charger reserved.
@@ -689,13 +709,20 @@ class SmartCharging:
             )
             self.request(site_id, "increases held back")
             return
-        if await self._send_phase(site_id, plan_id, increases, "increase", now):
+        if await self._send_phase(site_id, plan_id, increases, "increase", now, verify):
             self.request(site_id, "increase not confirmed")
 
     async def _send_phase(
-        self, site_id: str, plan_id: int, changes: list[_Change], phase: str, now: datetime
+        self,
+        site_id: str,
+        plan_id: int,
+        changes: list[_Change],
+        phase: str,
+        now: datetime,
+        verify: list[tuple[_Change, int]],
     ) -> bool:
-        """Send one phase's profiles, concurrently across chargers; True if any failed."""
+        """Send one phase's profiles, concurrently across chargers; True if any failed. Accepted
+        ones are added to ``verify``."""
         if not changes:
             return False
         outcomes = await asyncio.gather(*(self._send(c) for c in changes))
@@ -724,8 +751,7 @@ class SmartCharging:
                 continue  # the session ended meanwhile
             if outcome.accepted:
                 sc.audit_id = audit_id
-                if self._settings.verify_composite and self._tg is not None:
-                    self._spawn(self._verify(outcome.change, audit_id), "verification")
+                verify.append((outcome.change, audit_id))
                 continue
             failed = True
             answer = outcome.result.status if outcome.result.ok else outcome.result.error
