@@ -928,7 +928,7 @@ class SmartCharging:
         )
         self.request(site_id, "charger ready")
 
-    async def _verify(self, change: _Change, audit_id: int) -> None:
+    async def _verify(self, change: _Change, audit_id: int, *, second_look: bool = True) -> None:
         """Ask the charger what it will really allow (GetCompositeSchedule) and record whether it
         is within the profile just accepted. Chargers that reject the request are left to the meter
         check (OCPP_SMART_CHARGING.md: some chargers reject GetCompositeSchedule)."""
@@ -984,6 +984,12 @@ class SmartCharging:
         watts = limit_to_watts(value, unit=unit, limits=info.limits)
         if watts <= expected * 1.01 + 1.0:
             verdict = f"applied: composite limit {watts:.0f} W"
+        elif second_look:
+            # "Not applied" is a serious finding: first rule out a race with the session's end or
+            # a newer profile, which the charger may know of before we do.
+            await asyncio.sleep(self._settings.retry_backoff_s)
+            await self._verify(change, audit_id, second_look=False)
+            return
         else:
             verdict = f"not applied: composite limit {watts:.0f} W above {expected:.0f} W"
         await self.audit.set_verification(audit_id, verdict, now)

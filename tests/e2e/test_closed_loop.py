@@ -89,7 +89,8 @@ async def test_mixed_site_holds_the_cap_uses_it_and_audits_every_profile(db_url:
     # Verification: the simulated chargers apply what they accept.
     verified = [p.verification for p in tx_profiles if p.verification]
     assert any(v.startswith("applied") for v in verified), verified
-    assert all(v.startswith(("applied", "unverified: superseded")) for v in verified), verified
+    odd = [v for v in verified if not v.startswith(("applied", "unverified: superseded"))]
+    assert odd == []
     plans: list[PlanAudit] = seen["plans"]
     assert len(plans) > 10
     assert {"session started", "periodic"} <= {t for p in plans for t in p.trigger.split(", ")}
