@@ -14,6 +14,7 @@ from csms.ocpp.frames import fix_outgoing, parse_frame, summary
 log = logging.getLogger(__name__)
 
 BATCH = 500
+SHUTDOWN_FLUSH_S = 5.0  # the most a shutdown waits for the last frames to be written
 
 
 class MessageSink(Protocol):
@@ -91,8 +92,14 @@ class MessageLogWriter:
                     rows.append(self._queue.get_nowait())
                 await self._write(rows)
         except asyncio.CancelledError:
-            # Shutting down: write what is queued before the database goes away.
-            await self.flush()
+            # Shutting down: write what is queued before the database goes away, but never hang
+            # the shutdown on it (a connection wedged by the cancellation would wait forever).
+            pending = self._queue.qsize()
+            try:
+                async with asyncio.timeout(SHUTDOWN_FLUSH_S):
+                    await self.flush()
+            except TimeoutError:
+                log.error("message log: %d frames could not be written at shutdown", pending)
             raise
 
     async def flush(self) -> None:
