@@ -28,9 +28,10 @@ from csms.db.models import (
     Transaction,
     as_utc,
 )
-from csms.domain.needs import Needs, NeedsValues, resolve_needs
+from csms.domain.needs import Needs, resolve_needs
 from csms.domain.site_config import site_config_from_row
 from csms.services.queries import ChargePointView, TransactionView, _cp_view, _tx_view
+from csms.services.site_state import needs_by_transaction
 
 ENERGY = "Energy.Active.Import.Register"
 
@@ -182,11 +183,7 @@ class ConsoleQueries:
             needs_rows = (
                 await s.exec(select(NeedsInput).where(col(NeedsInput.transaction_id).in_(tx_ids)))
             ).all()
-        by_tx: dict[int, dict[str, NeedsValues]] = defaultdict(dict)
-        for n in needs_rows:
-            by_tx[n.transaction_id][n.source] = NeedsValues(
-                as_utc(n.departure), n.energy_wh, n.max_power_w, n.min_power_w
-            )
+        by_tx = needs_by_transaction(needs_rows)
         out = []
         for tx in txs:
             assert tx.id is not None

@@ -22,8 +22,9 @@ from csms.db.models import (
     Transaction,
     as_utc,
 )
-from csms.domain.needs import NeedsValues, resolve_needs
+from csms.domain.needs import resolve_needs
 from csms.domain.site_config import site_config_from_row
+from csms.services.site_state import needs_by_transaction
 
 
 def peak_kw(
@@ -128,11 +129,7 @@ async def site_kpis(
                 .limit(1)
             )
         ).first()
-    needs: dict[int, dict[str, NeedsValues]] = defaultdict(dict)
-    for n in needs_rows:
-        needs[n.transaction_id][n.source] = NeedsValues(
-            as_utc(n.departure), n.energy_wh, n.max_power_w, n.min_power_w
-        )
+    needs = needs_by_transaction(needs_rows)
     requested = delivered = 0.0
     for tx in txs:
         assert tx.id is not None

@@ -232,8 +232,9 @@ def plan_inputs(snap: SiteSnapshot, *, min_power: bool) -> PlanInputs:
     step = timedelta(seconds=step_s)
     start = grid_start(snap.now, step_s)
     now = snap.now
-    reservations = tuple(r for c in snap.connectors if (r := reservation(c)) is not None)
-    planned = [c for c in snap.connectors if c.session is not None and reservation(c) is None]
+    reserved = [(c, reservation(c)) for c in snap.connectors]
+    reservations = tuple(r for _, r in reserved if r is not None)
+    planned = [c for c, r in reserved if c.session is not None and r is None]
     max_steps = max(1, int(cfg.horizon_hours * 3600 // step_s))
     latest = max(
         (max(c.session.needs.departure, now + step) for c in planned if c.session is not None),

@@ -3,6 +3,7 @@ their connectors, and the running transactions with their needs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -58,6 +59,16 @@ def _evse_ids(version: str, connectors: list[Connector]) -> tuple[int, ...]:
     # 1.6: connector N (0 is the whole charger); 2.0.1: EVSE N. Unknown yet: one, numbered 1.
     ids = {c.evse_id for c in connectors if c.evse_id > 0}
     return tuple(sorted(ids)) or (1,)
+
+
+def needs_by_transaction(rows: Iterable[NeedsInput]) -> dict[int, dict[str, NeedsValues]]:
+    """Stored needs rows → {transaction id: {source: values}} (the input of ``resolve_needs``)."""
+    out: dict[int, dict[str, NeedsValues]] = {}
+    for n in rows:
+        out.setdefault(n.transaction_id, {})[n.source] = NeedsValues(
+            as_utc(n.departure), n.energy_wh, n.max_power_w, n.min_power_w
+        )
+    return out
 
 
 async def site_ids(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
@@ -146,14 +157,7 @@ async def load_site(
     for c in connectors:
         by_charger.setdefault(c.charge_point_id, []).append(c)
     chargers = [_charger_info(cp, by_charger.get(cp.id, []), config, default_max_w) for cp in cps]
-    needs: dict[int, dict[str, NeedsValues]] = {}
-    for n in needs_rows:
-        needs.setdefault(n.transaction_id, {})[n.source] = NeedsValues(
-            departure=as_utc(n.departure),
-            energy_wh=n.energy_wh,
-            max_power_w=n.max_power_w,
-            min_power_w=n.min_power_w,
-        )
+    needs = needs_by_transaction(needs_rows)
     transactions = []
     for tx in txs:
         assert tx.id is not None
