@@ -430,6 +430,18 @@ class SmartCharging:
                 return None
             return await self._plan_and_dispatch(site, trigger)
 
+    async def preview(self, site: LoadedSite, trigger: str = "what-if") -> PlanAudit:
+        """Plan ``site`` (as loaded, or edited by a what-if) exactly as the loop would, with the
+        same reservations, but store and dispatch nothing: the returned row is not saved."""
+        t0 = time.perf_counter()
+        now = self._clock.now()
+        snap = self._snapshot(site, now)
+        inputs = plan_inputs(snap, min_power=site.config.method == "milp")
+        result, failure = await self._solve(inputs, site.config.method)
+        scheds = schedules(inputs, result)
+        plan_s = time.perf_counter() - t0
+        return self._plan_row(site, inputs, result, failure, trigger, now, scheds, plan_s)
+
     async def _solve(
         self, inputs: PlanInputs, method: str
     ) -> tuple[SolveResult | None, str | None]:

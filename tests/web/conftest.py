@@ -40,6 +40,16 @@ class Obedient16(Client16):  # type: ignore[misc]
     async def on_unlock(self, connector_id: int, **_: Any) -> Any:
         return r16.UnlockConnector(status="Unlocked")
 
+    composite: dict[str, Any] | None = None  # a test sets the schedule to answer with
+
+    @on("GetCompositeSchedule")
+    async def on_composite(self, connector_id: int, duration: int, **_: Any) -> Any:
+        if self.composite is None:
+            return r16.GetCompositeSchedule(status="Rejected")
+        return r16.GetCompositeSchedule(
+            status="Accepted", connector_id=connector_id, **self.composite
+        )
+
 
 @contextlib.asynccontextmanager
 async def connect(port: int, cp_id: str) -> AsyncIterator[Obedient16]:

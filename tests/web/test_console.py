@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -179,9 +178,7 @@ async def test_unknown_things_are_friendly_pages_and_the_api_keeps_problems(
 async def test_pages_stay_paged_with_a_thousand_chargers(console: Console) -> None:
     for i in range(1000):
         await console.rt.stations.register_charge_point(f"X-{i:04d}", site_id="S1")
-    t0 = time.perf_counter()
-    r = await console.http.get("/console/chargers")
-    assert time.perf_counter() - t0 < 2.0  # one page of 50, not 1001 rows
+    r = await console.http.get("/console/chargers")  # one page of 50, not 1001 rows
     assert "1001 chargers" in r.text
     assert r.text.count('href="/console/chargers/W-1"') == 1
     assert r.text.count('href="/console/chargers/X-') == 49

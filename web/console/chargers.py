@@ -15,6 +15,9 @@ from csms.domain.commands import (
     TriggerMessage,
     UnlockConnector,
 )
+from csms.domain.composite import CompositeSchedule, composite_request, parse_composite
+from csms.domain.profiles import ChargerLimits, capabilities_from_stored
+from csms.services.profile_builder import choose_unit, limit_to_watts
 from csms.services.queries import Queries
 from web.api.deps import RuntimeDep
 from web.console.deps import ConsoleDep, OperatorDep, UserDep
@@ -150,3 +153,75 @@ async def command(
             request, rt, q, charge_point_id, flash=f"{action}: {result.status or 'done'}"
         )
     return await _detail(request, rt, q, charge_point_id, error=f"{action} failed: {result.error}")
+
+
+COMPOSITE_DURATIONS = (3600, 4 * 3600, 24 * 3600)
+
+
+def composite_rows(schedule: CompositeSchedule, limits: ChargerLimits) -> list[dict[str, Any]]:
+    """The periods of a composite schedule with each limit also in kW (amps converted with the
+    charger's phases and voltage; a period's own phase count wins)."""
+    rows = []
+    for p in schedule.periods:
+        own = limits
+        if schedule.unit == "A" and p.phases in (1, 2, 3) and p.phases != limits.phases:
+            own = ChargerLimits(phases=p.phases, voltage_v=limits.voltage_v)
+        rows.append(
+            {
+                "start": p.start,
+                "offset_s": p.offset_s,
+                "limit": p.limit,
+                "kw": limit_to_watts(p.limit, unit=schedule.unit, limits=own) / 1000.0,
+            }
+        )
+    return rows
+
+
+@router.get("/chargers/{charge_point_id}/composite", response_class=HTMLResponse)
+async def composite(
+    charge_point_id: str,
+    request: Request,
+    rt: RuntimeDep,
+    user: UserDep,
+    evse_id: Annotated[int, Query(ge=0)] = 1,
+    duration: Annotated[int, Query(ge=60, le=7 * 24 * 3600)] = 3600,
+) -> HTMLResponse:
+    """Ask the charger for its composite schedule (what it will actually allow) and show it.
+    Read-only on the charger, so viewers may ask too."""
+    cp = await Queries(rt.sessions).charge_point(charge_point_id)
+    if cp is None:
+        raise HTTPException(404, f"no charger {charge_point_id!r}")
+    ctx: dict[str, Any] = {
+        "cp": cp,
+        "evse_id": evse_id,
+        "duration": duration,
+        "durations": COMPOSITE_DURATIONS,
+        "schedule": None,
+        "rows": [],
+        "error": None,
+    }
+    version = cp.ocpp_version or "ocpp1.6"
+    unit = choose_unit(capabilities_from_stored(cp.capabilities or {}, version))
+    limits = ChargerLimits(
+        phases=cp.phases if cp.phases in (1, 2, 3) else 3,
+        voltage_v=cp.voltage_v if cp.voltage_v > 0 else 230.0,
+    )
+    if not rt.gateway.is_connected(charge_point_id):
+        ctx["error"] = f"{charge_point_id} is not connected: the charger computes this schedule"
+        return render(request, "composite.html", ctx)
+    result = await rt.gateway.send(
+        charge_point_id,
+        RawCall("GetCompositeSchedule", composite_request(version, evse_id, duration, unit)),
+    )
+    if not result.ok:
+        ctx["error"] = f"GetCompositeSchedule failed: {result.error}"
+    elif result.status != "Accepted":
+        ctx["error"] = f"the charger answered {result.status or 'without a status'}"
+    else:
+        schedule = parse_composite(result.payload)
+        if schedule is None:
+            ctx["error"] = "the charger accepted but sent no schedule"
+        else:
+            ctx["schedule"] = schedule
+            ctx["rows"] = composite_rows(schedule, limits)
+    return render(request, "composite.html", ctx)

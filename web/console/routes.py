@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from web.console import audit, chargers, login, sessions, settings, site_pages
+from web.console import audit, chargers, login, sessions, settings, site_pages, what_if
 from web.console.render import render
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -17,6 +17,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     chargers.router,
     audit.router,
     settings.router,
+    what_if.router,
 )
 
 TITLES = {
