@@ -102,6 +102,18 @@ class SessionRow:
         return max(0.0, self.needs.energy_wh / 1000.0 - self.delivered_kwh)
 
 
+@dataclass(frozen=True)
+class CredentialRow:
+    """How a charger authenticates (never the secret itself)."""
+
+    id: str
+    ocpp_version: str | None
+    connected: bool
+    password_set: bool
+    self_registered: bool
+    last_seen: datetime | None
+
+
 T = TypeVar("T")
 
 
@@ -240,6 +252,41 @@ class ConsoleQueries:
         for c in connectors:
             by_cp[c.charge_point_id].append(c)
         return Page([_cp_view(cp, by_cp[cp.id]) for cp in cps], int(total), limit, offset)
+
+    async def credentials(
+        self, site_id: str, *, limit: int = 50, offset: int = 0
+    ) -> Page[CredentialRow]:
+        """A site's chargers and whether each has a password, one page."""
+        where = ChargePoint.site_id == site_id
+        async with self._sessions() as s:
+            total = (await s.exec(select(func.count()).select_from(ChargePoint).where(where))).one()
+            cps = (
+                await s.exec(
+                    select(ChargePoint)
+                    .where(where)
+                    .order_by(col(ChargePoint.id))
+                    .offset(offset)
+                    .limit(limit)
+                )
+            ).all()
+        rows = [
+            CredentialRow(
+                id=cp.id,
+                ocpp_version=cp.ocpp_version,
+                connected=cp.connected,
+                password_set=cp.password_hash is not None,
+                self_registered=cp.self_registered,
+                last_seen=as_utc(cp.last_seen),
+            )
+            for cp in cps
+        ]
+        return Page(rows, int(total), limit, offset)
+
+    async def registration(self, charge_point_id: str) -> tuple[str | None, str | None] | None:
+        """(site id, OCPP version) of a registered charger; None when it is unknown."""
+        async with self._sessions() as s:
+            cp = await s.get(ChargePoint, charge_point_id)
+        return None if cp is None else (cp.site_id, cp.ocpp_version)
 
     async def connection_counts(self, site_id: str) -> tuple[int, int]:
         """(connected, all) chargers of a site."""

@@ -97,6 +97,18 @@ class StationService:
 
     # --- registration and authentication (security profile 1) ------------------------------
 
+    async def set_password(self, charge_point_id: str, password: str) -> None:
+        """Store a registered charger's new password (hashed); raises ``LookupError`` for an
+        unknown charger."""
+        hashed = await asyncio.to_thread(hash_password, password)  # scrypt: off the event loop
+        async with self._sessions.begin() as s:
+            cp = await s.get(ChargePoint, charge_point_id)
+            if cp is None:
+                raise LookupError(f"no charger {charge_point_id!r}")
+            cp.password_hash = hashed
+            cp.self_registered = False  # an operator vouches for it now
+            s.add(cp)
+
     async def register_charge_point(
         self,
         charge_point_id: str,

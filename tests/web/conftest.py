@@ -40,6 +40,16 @@ class Obedient16(Client16):  # type: ignore[misc]
     async def on_unlock(self, connector_id: int, **_: Any) -> Any:
         return r16.UnlockConnector(status="Unlocked")
 
+    configuration: dict[str, str]  # what ChangeConfiguration set (per instance)
+    refuse_configuration = False
+
+    @on("ChangeConfiguration")
+    async def on_change_configuration(self, key: str, value: str, **_: Any) -> Any:
+        if self.refuse_configuration:
+            return r16.ChangeConfiguration(status="Rejected")
+        self.__dict__.setdefault("configuration", {})[key] = value
+        return r16.ChangeConfiguration(status="Accepted")
+
     composite: dict[str, Any] | None = None  # a test sets the schedule to answer with
 
     @on("GetCompositeSchedule")
