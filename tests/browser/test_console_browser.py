@@ -114,6 +114,36 @@ async def test_operator_runs_the_site_from_the_console(
     await page.context.close()
 
 
+async def test_what_if_preview_then_apply_and_the_composite_schedule(
+    browser: Browser, live_site: LiveSite
+) -> None:
+    page = await sign_in(browser, live_site, OPERATOR)
+    await page.get_by_role("link", name="Plan", exact=True).click()
+    await expect(page.locator("svg.heatmap")).to_be_visible()
+    await page.get_by_role("link", name="What if…").click()
+    await expect(page.locator("#whatif")).to_contain_text("Sessions")
+    await page.locator("#whatif-cap").fill("5")
+    await page.get_by_role("button", name="Preview").click()
+    await expect(page.locator("#result")).to_contain_text("Preview: cap 5 kW")
+    await expect(page.locator("#whatif-kpis")).to_contain_text("Energy planned")
+    await shot(page, "what-if")
+    # nothing applied yet: the overview still shows the old cap
+    overview = await page.context.new_page()
+    await overview.goto(live_site.base + "/console/sites/S1")
+    await expect(overview.locator("#cap-now")).to_have_text("22.0 kW")
+    page.once("dialog", lambda d: d.accept())
+    await page.get_by_role("button", name="Apply").click()
+    await expect(page.get_by_role("status")).to_contain_text("applied: cap 5 kW")
+    await expect(overview.locator("#cap-now")).to_have_text("5.0 kW")
+    # the charger's own view of the limit it applies
+    await page.goto(live_site.base + "/console/chargers/CP-16-A")
+    await page.get_by_role("link", name="Composite schedule").click()
+    await expect(page.locator("#composite")).to_contain_text("Starts")
+    await expect(page.locator("#composite tbody tr").first).to_be_visible()
+    await shot(page, "composite")
+    await page.context.close()
+
+
 async def test_viewer_cannot_press_operator_buttons(browser: Browser, live_site: LiveSite) -> None:
     page = await sign_in(browser, live_site, VIEWER)
     await expect(page.locator(".user")).to_contain_text("viktor · viewer")

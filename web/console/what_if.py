@@ -164,7 +164,8 @@ def _session_changes(before: PlanAudit, after: PlanAudit) -> list[dict[str, Any]
         if abs(eb - ea) > 0.1:
             s = a.get(sid) or b.get(sid) or {}
             label = f"{s.get('charge_point_id')}/{s.get('evse_id')}"
-            out.append({"id": sid, "label": label, "before": ea, "after": eb})
+            tx = s.get("transaction_id")
+            out.append({"id": tx or sid, "label": label, "before": ea, "after": eb})
     out.sort(key=lambda r: -abs(r["after"] - r["before"]))
     return out[:HEATMAP_ROWS]
 
