@@ -55,3 +55,6 @@ def setup(level: str, fmt: str) -> None:
     root.setLevel(level)
     # The ocpp package logs every frame at INFO; our message log already keeps them.
     logging.getLogger("ocpp").setLevel(max(logging.WARNING, root.level))
+    # aiosqlite logs every statement with its parameters at DEBUG: password hashes and whatever
+    # was typed into a sign-in form would reach the log (secrets are never logged).
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -93,12 +94,17 @@ class UserService:
 
     async def authenticate(self, username: str, password: str) -> Identity | None:
         """The user's identity when the password matches (and the user is enabled)."""
+        async with self._sessions() as s:
+            user = (await s.exec(select(User).where(User.username == username))).first()
+        # scrypt takes tens of milliseconds: off the event loop, so sign-ins do not stall the
+        # chargers; an unknown user costs the same as a wrong password
+        known = user is not None and not user.disabled
+        stored = user.password_hash if user is not None and known else _DUMMY_HASH
+        if not await asyncio.to_thread(verify_password, password, stored) or not known:
+            return None
         async with self._sessions.begin() as s:
             user = (await s.exec(select(User).where(User.username == username))).first()
             if user is None or user.disabled:
-                verify_password(password, _DUMMY_HASH)  # same time as a wrong password
-                return None
-            if not verify_password(password, user.password_hash):
                 return None
             user.last_login = self._clock.now()
             s.add(user)
