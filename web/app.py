@@ -7,6 +7,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +15,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.routing import Match
 
 from csms import runtime as csms_runtime
 from csms.domain.clock import Clock
@@ -52,8 +54,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         version="0.1.0",
         description="OCPP 1.6J / 2.0.1 central system with an optimal planner in the loop.",
         lifespan=lifespan,
+        responses=problems.responses(500),
     )
     _install_errors(app)
+    _document_errors(app)
     app.include_router(health.router)  # public: liveness probes carry no credentials
     guarded = [Depends(api_identity)]
     for router in (
@@ -63,7 +67,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         plan.router,
         audit.router,
     ):
-        app.include_router(router, dependencies=guarded)
+        app.include_router(router, dependencies=guarded, responses=problems.responses(401))
     for router in (console.root, *console.ROUTERS):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -90,7 +94,8 @@ def _install_errors(app: FastAPI) -> None:
         if console.is_console(request) and isinstance(exc, HTTPException):
             return console.error_page(request, exc.status_code, str(exc.detail))
         assert isinstance(exc, HTTPException)
-        return problems.http_problem(exc)
+        allow = _allowed_methods(request) if exc.status_code == 405 else []
+        return problems.http_problem(exc, request.method, request.url.path, allow)
 
     async def _invalid(request: Request, exc: Exception) -> Response:
         if console.is_console(request) and isinstance(exc, RequestValidationError):
@@ -101,5 +106,38 @@ def _install_errors(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return problems.validation_problem(exc)
 
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        # Starlette's ServerErrorMiddleware calls this, sends the answer, then re-raises so that
+        # the server logs the traceback: the client gets the problem, never the traceback.
+        if console.is_console(request):
+            try:
+                return console.error_page(request, 500, "the server failed to handle this request")
+            except Exception:  # the page itself may be what failed: answer plainly
+                log.exception("console error page failed")
+        return problems.server_problem()
+
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path (asked of the routes themselves:
+    FastAPI wraps included routers, so their routes are not listed at the top)."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
+def _document_errors(app: FastAPI) -> None:
+    """The OpenAPI spec documents errors as the problem details they are."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problems.document(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -87,6 +87,16 @@ def schedule_to_json(schedule: DailySchedule, key: str) -> list[dict[str, Any]]:
     return [{"from": f"{m // 60:02d}:{m % 60:02d}", key: v} for m, v in schedule.entries]
 
 
+UPPER_BOUNDS: Final[dict[str, float]] = {
+    "capacity_kw": 1e6,  # a 1 GW transformer
+    "safety_margin_kw": 1e6,
+    "tx_default_kw": 1000.0,  # per connector
+    "default_charger_max_kw": 1000.0,
+    "default_energy_kwh": 1000.0,
+    "default_dwell_hours": 8760.0,  # a year
+}
+
+
 @dataclass(frozen=True, slots=True)
 class SiteConfig:
     """How one site is planned. Units: kW, kWh, hours, minutes."""
@@ -109,7 +119,7 @@ class SiteConfig:
     def __post_init__(self) -> None:
         try:
             ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "America", a folder
             raise SiteConfigError(
                 f"timezone {self.timezone!r} is not an IANA time zone (e.g. Europe/Berlin)"
             ) from None
@@ -126,6 +136,13 @@ class SiteConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise SiteConfigError(f"{name} must be a number > 0, not {value!r}")
+        # Upper bounds far beyond any real site, so that a typo (1e300 h) is refused here rather
+        # than overflowing the planner or the KPIs later.
+        for name, most in UPPER_BOUNDS.items():
+            if getattr(self, name) > most:
+                raise SiteConfigError(
+                    f"{name} must be at most {most:g}, not {getattr(self, name)!r}"
+                )
         if not (math.isfinite(self.step_minutes) and 1 <= self.step_minutes <= 60):
             raise SiteConfigError(f"step_minutes must be between 1 and 60, not {self.step_minutes}")
         if self.horizon_hours * 60 / self.step_minutes > 2880:

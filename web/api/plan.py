@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
 
 from optimizer.errors import InvalidProblemError
 from optimizer.planner import solve
+from optimizer.problem import Problem
 from optimizer.scenario_io import plan_to_dict, problem_from_dict
-from web.api.problems import problem
+from web.api.deps import outside_range
+from web.api.problems import problem, responses
+
+MAX_MAGNITUDE: Final = 1e9
+"""Largest number (kW, kWh, price, priority) a scenario may hold: the planner multiplies and sums
+them over thousands of steps, and beyond this a result overflows to infinity, which JSON cannot
+carry."""
 
 router = APIRouter(tags=["planner"])
 
@@ -35,10 +44,7 @@ EXAMPLE: dict[str, Any] = {
 }
 
 
-@router.post(
-    "/api/plan",
-    responses={422: {"description": "the scenario is invalid: every wrong field is listed"}},
-)
+@router.post("/api/plan", responses=responses(403, 422))
 async def plan(
     scenario: Annotated[
         dict[str, Any],
@@ -56,5 +62,39 @@ async def plan(
     except InvalidProblemError as exc:
         errors = [{"field": p.field, "message": p.message} for p in exc.problems]
         return problem(422, "Invalid scenario", str(exc), errors=errors)
+    errors = _out_of_range(problem_)
+    if errors:
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem(422, "Invalid scenario", detail, errors=errors)
     result = await asyncio.to_thread(solve, problem_, method, time_limit_s=time_limit_s)
     return JSONResponse(plan_to_dict(result))
+
+
+def _out_of_range(p: Problem) -> list[dict[str, str]]:
+    """Values the optimizer accepts but cannot compute with: times that overflow when shifted,
+    numbers whose products overflow (first offending value per list)."""
+    errors: list[dict[str, str]] = []
+
+    def when(field: str, value: datetime) -> None:
+        message = outside_range(value)
+        if message is not None:
+            errors.append({"field": field, "message": message})
+
+    def size(field: str, values: Sequence[float]) -> None:
+        for i, v in enumerate(values):
+            if abs(v) > MAX_MAGNITUDE:
+                where = field if len(set(values)) == 1 else f"{field}[{i}]"  # one number given
+                message = f"must be at most {MAX_MAGNITUDE:g} in size (got {v:g})"
+                errors.append({"field": where, "message": message})
+                return
+
+    when("site.start", p.site.start)
+    size("site.capacity_kw", p.site.capacity_kw)
+    size("site.price_per_kwh", p.site.price_per_kwh or ())
+    for i, s in enumerate(p.sessions):
+        where = f"sessions[{i}]"
+        when(f"{where}.arrival", s.arrival)
+        when(f"{where}.departure", s.departure)
+        for name in ("energy_kwh", "max_power_kw", "min_power_kw", "priority"):
+            size(f"{where}.{name}", (getattr(s, name),))
+    return errors

@@ -3,53 +3,77 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from csms.db.models import as_utc
 from csms.domain.site_config import SiteConfigError, site_config_from_row
 from csms.services.site_kpis import site_kpis
 from csms.services.sites import site_to_dict
-from web.api.deps import RuntimeDep
+from web.api.deps import INSTANT_RANGE, Instant, Key, RuntimeDep
+from web.api.problems import invalid, responses
 
 router = APIRouter(tags=["sites"])
+
+# Upper bounds on what a site may be told. The planner and the KPIs compute with these values
+# (times shifted by the dwell, energy times price, sums over steps): without bounds a finite but
+# huge number overflows there, in a background re-plan or a later GET, instead of being refused.
+MAX_SITE_KW: Final = 1e6  # a 1 GW transformer
+MAX_VEHICLE_KW: Final = 1000.0  # as for a session's needs
+MAX_VEHICLE_KWH: Final = 1000.0
+MAX_DWELL_HOURS: Final = 8760.0  # a year
+MAX_HORIZON_HOURS: Final = 2880.0  # the planner's 2880 steps of at most 60 minutes
+MAX_PRICE: Final = 1e6  # per kWh, either sign
 
 
 class ScheduleEntry(BaseModel):
     """From this local time of day until the next entry's."""
 
     from_: str = Field(..., alias="from", description='local time of day "HH:MM"')
-    kw: float = Field(..., ge=0, description="cap in kW")
+    kw: float = Field(..., ge=0, le=MAX_SITE_KW, description="cap in kW")
+
+
+class PriceEntry(BaseModel):
+    """From this local time of day until the next entry's."""
+
+    from_: str = Field(..., alias="from", description='local time of day "HH:MM"')
+    price: float = Field(..., ge=-MAX_PRICE, le=MAX_PRICE, description="energy price per kWh")
 
 
 class Capacity(BaseModel):
     """A site's transformer cap: a base value and an optional time-of-day schedule."""
 
-    capacity_kw: float = Field(..., ge=0, description="cap when no schedule entry applies (kW)")
+    capacity_kw: float = Field(
+        ..., ge=0, le=MAX_SITE_KW, description="cap when no schedule entry applies (kW)"
+    )
     capacity_schedule: list[ScheduleEntry] | None = Field(
         None, description="time-of-day caps in the site's time zone (replaces the old schedule)"
     )
-    safety_margin_kw: float | None = Field(None, ge=0, description="kept free below the cap")
+    safety_margin_kw: float | None = Field(
+        None, ge=0, le=MAX_SITE_KW, description="kept free below the cap"
+    )
 
 
 class SiteSettings(BaseModel):
     """Any subset of a site's settings (see README, "Sites")."""
 
-    name: str | None = None
-    timezone: str | None = Field(None, description="IANA time zone, e.g. Europe/Berlin")
-    capacity_kw: float | None = Field(None, ge=0)
-    capacity_schedule: list[dict[str, Any]] | None = None
-    price_schedule: list[dict[str, Any]] | None = None
-    safety_margin_kw: float | None = Field(None, ge=0)
-    tx_default_kw: float | None = Field(None, ge=0)
-    default_dwell_hours: float | None = Field(None, gt=0)
-    default_energy_kwh: float | None = Field(None, ge=0)
-    default_charger_max_kw: float | None = Field(None, gt=0)
+    name: str | None = Field(None, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")
+    timezone: str | None = Field(
+        None, max_length=64, description="IANA time zone, e.g. Europe/Berlin"
+    )
+    capacity_kw: float | None = Field(None, ge=0, le=MAX_SITE_KW)
+    capacity_schedule: list[ScheduleEntry] | None = None
+    price_schedule: list[PriceEntry] | None = None
+    safety_margin_kw: float | None = Field(None, ge=0, le=MAX_SITE_KW)
+    tx_default_kw: float | None = Field(None, ge=0, le=MAX_VEHICLE_KW)
+    default_dwell_hours: float | None = Field(None, gt=0, le=MAX_DWELL_HOURS)
+    default_energy_kwh: float | None = Field(None, ge=0, le=MAX_VEHICLE_KWH)
+    default_charger_max_kw: float | None = Field(None, gt=0, le=MAX_VEHICLE_KW)
     method: Literal["lp", "milp", "heuristic"] | None = None
     step_minutes: float | None = Field(None, ge=1, le=60)
-    horizon_hours: float | None = Field(None, gt=0)
+    horizon_hours: float | None = Field(None, gt=0, le=MAX_HORIZON_HOURS)
     smart_charging: bool | None = None
 
 
@@ -72,8 +96,8 @@ async def list_sites(rt: RuntimeDep) -> list[dict[str, Any]]:
     return [site_to_dict(s) for s in await rt.sites.all_sites()]
 
 
-@router.get("/api/sites/{site_id}")
-async def get_site(site_id: str, rt: RuntimeDep) -> dict[str, Any]:
+@router.get("/api/sites/{site_id}", responses=responses(404))
+async def get_site(site_id: Key, rt: RuntimeDep) -> dict[str, Any]:
     """A site's settings."""
     site = await rt.sites.get(site_id)
     if site is None:
@@ -81,19 +105,19 @@ async def get_site(site_id: str, rt: RuntimeDep) -> dict[str, Any]:
     return site_to_dict(site)
 
 
-@router.put("/api/sites/{site_id}", responses={422: {"description": "an invalid setting"}})
-async def put_site(site_id: str, body: SiteSettings, rt: RuntimeDep) -> dict[str, Any]:
+@router.put("/api/sites/{site_id}", responses=responses(403, 422))
+async def put_site(site_id: Key, body: SiteSettings, rt: RuntimeDep) -> dict[str, Any]:
     """Create a site or change the settings given (the others stay); the site is re-planned."""
-    changes = body.model_dump(exclude_none=True)
+    changes = body.model_dump(exclude_none=True, by_alias=True)  # schedules: "from"
     try:
         site = await rt.sites.upsert(site_id, changes)
     except SiteConfigError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise invalid("body", str(exc)) from None
     return site_to_dict(site)
 
 
-@router.get("/api/sites/{site_id}/capacity")
-async def get_capacity(site_id: str, rt: RuntimeDep) -> dict[str, Any]:
+@router.get("/api/sites/{site_id}/capacity", responses=responses(404))
+async def get_capacity(site_id: Key, rt: RuntimeDep) -> dict[str, Any]:
     """The cap: base, time-of-day schedule, margin, and the value in force now."""
     site = await rt.sites.get(site_id)
     if site is None:
@@ -101,8 +125,8 @@ async def get_capacity(site_id: str, rt: RuntimeDep) -> dict[str, Any]:
     return _capacity(site, rt.clock.now())
 
 
-@router.put("/api/sites/{site_id}/capacity", responses={422: {"description": "an invalid cap"}})
-async def put_capacity(site_id: str, body: Capacity, rt: RuntimeDep) -> dict[str, Any]:
+@router.put("/api/sites/{site_id}/capacity", responses=responses(403, 404, 422))
+async def put_capacity(site_id: Key, body: Capacity, rt: RuntimeDep) -> dict[str, Any]:
     """Change the cap at run time. The site is re-planned at once: chargers that must go down are
     lowered (and confirmed) before any is raised."""
     changes: dict[str, Any] = {"capacity_kw": body.capacity_kw}
@@ -117,13 +141,13 @@ async def put_capacity(site_id: str, body: Capacity, rt: RuntimeDep) -> dict[str
     try:
         site = await rt.sites.upsert(site_id, changes)
     except SiteConfigError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise invalid("body", str(exc)) from None
     await rt.smart.replan(site_id, "capacity changed")
     return _capacity(site, rt.clock.now())
 
 
-@router.get("/api/sites/{site_id}/plan")
-async def get_plan(site_id: str, rt: RuntimeDep) -> dict[str, Any]:
+@router.get("/api/sites/{site_id}/plan", responses=responses(404))
+async def get_plan(site_id: Key, rt: RuntimeDep) -> dict[str, Any]:
     """The site's current plan: per session (charger, EVSE, transaction) the power per step."""
     if await rt.sites.get(site_id) is None:
         raise HTTPException(404, f"no site {site_id!r}")
@@ -152,8 +176,8 @@ def _plan_json(plan: Any) -> dict[str, Any]:
     }
 
 
-@router.post("/api/sites/{site_id}/replan")
-async def replan(site_id: str, rt: RuntimeDep) -> dict[str, Any]:
+@router.post("/api/sites/{site_id}/replan", responses=responses(403, 404, 409))
+async def replan(site_id: Key, rt: RuntimeDep) -> dict[str, Any]:
     """Plan the site now and send the profiles; answers once the chargers have answered."""
     site = await rt.sites.get(site_id)
     if site is None:
@@ -167,21 +191,24 @@ async def replan(site_id: str, rt: RuntimeDep) -> dict[str, Any]:
     return _plan_json(plan)
 
 
-@router.get("/api/sites/{site_id}/kpis")
+@router.get("/api/sites/{site_id}/kpis", responses=responses(404, 422))
 async def kpis(
-    site_id: str,
+    site_id: Key,
     rt: RuntimeDep,
     since: Annotated[
-        AwareDatetime | None, Query(description="window start (default: 24 h ago)")
+        Instant | None, Query(description=f"window start (default: 24 h ago), {INSTANT_RANGE}")
     ] = None,
-    until: Annotated[AwareDatetime | None, Query(description="window end (default: now)")] = None,
+    until: Annotated[
+        Instant | None, Query(description=f"window end (default: now), {INSTANT_RANGE}")
+    ] = None,
 ) -> dict[str, Any]:
     """Requested vs delivered energy, served ratio, metered peak vs cap, profile compliance, and
     the latest plan's planned figures."""
     end = until or rt.clock.now()
     start = since or end - timedelta(hours=24)
     if start >= end:
-        raise HTTPException(422, "since must be before until")
+        until_is = f"until ({end})" if until else f"until (now, {end})"
+        raise invalid("query.since", f"since ({start}) must be before {until_is}")
     out = await site_kpis(rt.sessions, site_id, start, end)
     if out is None:
         raise HTTPException(404, f"no site {site_id!r}")

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from csms.db.models import as_utc
 from csms.services.queries import TransactionView
 from csms.services.sites import NeedsError, NotFoundError
-from web.api.deps import QueriesDep, RuntimeDep
+from web.api.deps import INSTANT_RANGE, Instant, KeyFilter, Offset, QueriesDep, RowId, RuntimeDep
+from web.api.problems import responses
 
 router = APIRouter(tags=["transactions"])
 
@@ -19,9 +20,9 @@ router = APIRouter(tags=["transactions"])
 async def list_transactions(
     q: QueriesDep,
     active: bool | None = Query(None, description="only running (true) or ended (false) ones"),
-    charge_point_id: str | None = None,
+    charge_point_id: KeyFilter = None,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> list[TransactionView]:
     """Transactions of both OCPP versions, newest first."""
     return await q.transactions(
@@ -29,8 +30,8 @@ async def list_transactions(
     )
 
 
-@router.get("/api/transactions/{transaction_id}")
-async def get_transaction(transaction_id: int, q: QueriesDep) -> TransactionView:
+@router.get("/api/transactions/{transaction_id}", responses=responses(404))
+async def get_transaction(transaction_id: RowId, q: QueriesDep) -> TransactionView:
     """One transaction with its meter values and the energy delivered so far."""
     tx = await q.transaction(transaction_id)
     if tx is None:
@@ -41,16 +42,16 @@ async def get_transaction(transaction_id: int, q: QueriesDep) -> TransactionView
 class NeedsBody(BaseModel):
     """What the driver or operator says the session needs (all optional)."""
 
-    departure: AwareDatetime | None = Field(None, description="when the vehicle leaves")
+    departure: Instant | None = Field(None, description=f"when the vehicle leaves, {INSTANT_RANGE}")
     energy_kwh: float | None = Field(None, ge=0, le=1000, description="energy to deliver")
     max_power_kw: float | None = Field(None, gt=0, le=1000, description="the vehicle's limit")
 
 
 @router.put(
     "/api/transactions/{transaction_id}/needs",
-    responses={404: {"description": "no such transaction"}, 409: {"description": "it ended"}},
+    responses=responses(403, 404, 409),
 )
-async def put_needs(transaction_id: int, body: NeedsBody, rt: RuntimeDep) -> dict[str, Any]:
+async def put_needs(transaction_id: RowId, body: NeedsBody, rt: RuntimeDep) -> dict[str, Any]:
     """Set the session's needs (source ``operator``); the EV's own ISO 15118 values still take
     precedence field by field. The site is re-planned."""
     try:
