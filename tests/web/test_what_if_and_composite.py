@@ -256,3 +256,29 @@ async def test_composite_schedule_is_asked_of_the_charger(console: Console) -> N
     assert r.status_code == 422
     r = await console.http.get("/console/chargers/NOPE/composite")
     assert r.status_code == 404
+
+
+async def test_api_previews_a_what_if_and_stores_nothing(console: Console) -> None:
+    tx = console.transaction_id
+    token = await console.rt.users.create_token("planner-bot", "operator")
+    console.http.headers["Authorization"] = f"Bearer {token}"
+    r = await console.http.post(
+        "/api/sites/S1/what-if",
+        json={"capacity_kw": 0, "needs": [{"transaction_id": tx, "energy_kwh": 3}]},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["as_now"]["capacity_kw"] == 22.0
+    assert body["what_if"]["capacity_kw"] == 0.0
+    assert body["what_if"]["kpis"]["energy_delivered_kwh"] == 0.0
+    assert body["as_now"]["kpis"]["energy_delivered_kwh"] > 0
+    assert "plan_id" not in body["what_if"]
+    assert await _what_if_rows(console) == []
+    r = await console.http.post(
+        "/api/sites/S1/what-if", json={"needs": [{"transaction_id": 999, "energy_kwh": 3}]}
+    )
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "no active session 999" in r.json()["detail"]
+    r = await console.http.post("/api/sites/nope/what-if", json={})
+    assert r.status_code == 404

@@ -11,7 +11,9 @@ from pydantic import BaseModel, Field
 from csms.db.models import as_utc
 from csms.domain.site_config import SiteConfigError, site_config_from_row
 from csms.services.site_kpis import site_kpis
+from csms.services.site_state import load_site
 from csms.services.sites import site_to_dict
+from csms.services.what_if import NeedsEdit, WhatIf, apply_what_if
 from web.api.deps import INSTANT_RANGE, Instant, Key, RuntimeDep
 from web.api.problems import invalid, responses
 
@@ -174,6 +176,68 @@ def _plan_json(plan: Any) -> dict[str, Any]:
         "warnings": plan.warnings,
         **plan.plan,
     }
+
+
+class WhatIfNeeds(BaseModel):
+    """What a session would need instead (unset fields: as now)."""
+
+    transaction_id: int = Field(..., ge=1, le=2**53, description="the session (database id)")
+    departure: Instant | None = Field(None, description=f"when it leaves, {INSTANT_RANGE}")
+    energy_kwh: float | None = Field(None, ge=0, le=MAX_VEHICLE_KWH, description="energy wanted")
+
+
+class WhatIfBody(BaseModel):
+    """Changes to preview (all optional): the cap, its schedule, sessions' needs."""
+
+    capacity_kw: float | None = Field(
+        None, ge=0, le=MAX_SITE_KW, description="cap when no schedule entry applies (kW)"
+    )
+    capacity_schedule: list[ScheduleEntry] | None = Field(
+        None, description="time-of-day caps in the site's time zone (replaces the schedule)"
+    )
+    needs: list[WhatIfNeeds] = Field(default_factory=list, max_length=10_000)
+
+
+def _preview_json(plan: Any) -> dict[str, Any]:
+    out = _plan_json(plan)
+    del out["plan_id"]  # a preview is not stored: it has no id
+    return out
+
+
+@router.post("/api/sites/{site_id}/what-if", responses=responses(403, 404, 422))
+async def what_if(site_id: Key, body: WhatIfBody, rt: RuntimeDep) -> dict[str, Any]:
+    """Preview the plan under another cap or other needs next to a fresh plan of the site as it
+    is (same reservations, same method). Nothing is stored or sent; apply with PUT capacity and
+    PUT needs."""
+    site = await load_site(rt.sessions, site_id)
+    if site is None:
+        raise HTTPException(404, f"no site {site_id!r}")
+    what = WhatIf(
+        capacity_kw=body.capacity_kw,
+        capacity_schedule=None
+        if body.capacity_schedule is None
+        else [{"from": e.from_, "kw": e.kw} for e in body.capacity_schedule],
+        needs={
+            n.transaction_id: NeedsEdit(
+                departure=n.departure,
+                energy_wh=None if n.energy_kwh is None else n.energy_kwh * 1000.0,
+            )
+            for n in body.needs
+        },
+    )
+    unknown = sorted(set(what.needs) - {tx.id for tx in site.transactions})
+    if unknown:
+        raise invalid(
+            "body.needs",
+            f"no active session {', '.join(map(str, unknown))} on site {site_id!r}",
+        )
+    try:
+        edited = apply_what_if(site, what)
+    except SiteConfigError as exc:
+        raise invalid("body", str(exc)) from None
+    before = await rt.smart.preview(site, "what-if: as now")
+    after = await rt.smart.preview(edited, "what-if")
+    return {"as_now": _preview_json(before), "what_if": _preview_json(after)}
 
 
 @router.post("/api/sites/{site_id}/replan", responses=responses(403, 404, 409))
