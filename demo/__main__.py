@@ -175,7 +175,9 @@ async def _run(args: argparse.Namespace) -> int:
         ocpp=OcppSettings(host="127.0.0.1", port=ocpp_port, accept_unknown_id_tokens=True),
         database=DatabaseSettings(url=f"sqlite:///{args.db}"),
         # plain HTTP on loopback: the browser would not send a Secure-only cookie back
-        web=WebSettings(host="127.0.0.1", port=http_port, cookie_secure=False),
+        web=WebSettings(
+            host="127.0.0.1", port=http_port, cookie_secure=False, initial_password_file=None
+        ),
     )
     setup_logging(settings.log_level, settings.log_format)
     logging.getLogger("csms").setLevel(logging.WARNING)

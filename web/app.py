@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +30,35 @@ STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger(__name__)
 
 
+def _hand_over(admin: tuple[str, str], path: Path | None) -> None:
+    """Give the first-run password to the operator without logging it (logs are shipped and
+    kept): in a file only its owner can read, whose path is logged."""
+    name, password = admin
+    if path is None:
+        log.warning("first run: created console user %r (its password went to the caller)", name)
+        return
+    try:
+        path.unlink(missing_ok=True)  # a leftover of an earlier database: its password is void
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{password}\n")
+    except OSError as exc:
+        log.error(
+            "first run: created console user %r but could not write its password to %s (%s); "
+            "create another operator with: python -m csms.accounts user NAME --role operator",
+            name,
+            path,
+            exc.strerror or exc,
+        )
+        return
+    log.warning(
+        "first run: created console user %r; its password is in %s (readable by this user "
+        "only): sign in, then delete the file",
+        name,
+        path.resolve(),
+    )
+
+
 def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     """Build the app for these settings (nothing is started until the lifespan runs)."""
 
@@ -42,11 +72,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
                 if admin is not None:
                     # shown once, on the first start of an empty database; never a fixed default
                     app.state.first_run_admin = admin
-                    log.warning(
-                        "first run: created console user %r with password %r; sign in and keep "
-                        "it safe (it is not shown again)",
-                        *admin,
-                    )
+                    _hand_over(admin, settings.web.initial_password_file)
             yield
 
     app = FastAPI(

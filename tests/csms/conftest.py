@@ -13,7 +13,7 @@ import pytest
 
 from csms import runtime
 from csms.runtime import Runtime
-from csms.settings import DatabaseSettings, OcppSettings, Settings
+from csms.settings import DatabaseSettings, OcppSettings, Settings, WebSettings
 
 PG_ADMIN = os.environ.get("CSMS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -59,6 +59,7 @@ def make_settings(db_url: str, **ocpp: object) -> Settings:
     return Settings(
         ocpp=OcppSettings(**{**base, **ocpp}),  # type: ignore[arg-type]
         database=DatabaseSettings(url=db_url),
+        web=WebSettings(initial_password_file=None),  # the test takes it from app.state
     )
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import stat
+from pathlib import Path
+
 import httpx
+import pytest
 
 from tests.csms.conftest import make_settings
 from tests.web.conftest import CSRF, VIEWER, Console, csrf_of, sign_in
@@ -154,3 +159,20 @@ async def test_auth_off_makes_everyone_an_operator(tmp_path: object) -> None:
         r = await c.get("/console/new-site")
         assert r.status_code == 200
         assert "Create</button>" in r.text
+
+
+async def test_the_first_run_password_goes_to_an_owner_only_file_never_to_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path}/file.db")
+    settings.web.initial_password_file = tmp_path / "initial-password"
+    (tmp_path / "initial-password").write_text("stale\n")  # from an earlier database
+    app = create_app(settings)
+    with caplog.at_level(logging.DEBUG):
+        async with app.router.lifespan_context(app):
+            _name, password = app.state.first_run_admin
+    written = tmp_path / "initial-password"
+    assert written.read_text() == f"{password}\n"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert password not in caplog.text
+    assert str(written) in caplog.text
