@@ -17,6 +17,7 @@ from csms.db.engine import create_engine, session_factory
 from csms.db.migrate import upgrade_to_head
 from csms.domain.clock import Clock, ScaledClock, SystemClock
 from csms.ocpp.gateway import OcppGateway
+from csms.ocpp.redact import RedactingRecorder
 from csms.ocpp.server import OcppServer
 from csms.ports import ChargerGateway
 from csms.services.notifications import Notifier
@@ -73,7 +74,7 @@ async def run(settings: Settings, clock: Clock | None = None) -> AsyncIterator[R
         )
         await stations.mark_all_disconnected()  # whatever a crash left behind
         server = OcppServer(settings.ocpp, stations, clock)
-        gateway = OcppGateway(server, stations)
+        gateway = OcppGateway(server, RedactingRecorder(stations))  # no secrets in outbound_call
         smart = SmartCharging(sessions, clock, gateway, notifier, settings.smart_charging)
         sites = SiteService(sessions, clock, notifier)
         runtime = Runtime(

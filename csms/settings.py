@@ -6,10 +6,11 @@ field, e.g. ``CSMS_OCPP__PORT=9100`` or ``CSMS_DATABASE__URL=postgresql://postgr
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,9 +31,117 @@ class OcppSettings(BaseModel):
     )
     heartbeat_interval_s: int = Field(300, ge=10, description="interval given in BootNotification")
     response_timeout_s: float = Field(30.0, gt=0, description="timeout of every outbound call")
-    tls_cert_file: Path | None = Field(None, description="PEM certificate: enables wss:// (SP2)")
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate: enables wss:// (security profiles 2 and 3)"
+    )
     tls_key_file: Path | None = Field(None, description="PEM private key for tls_cert_file")
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle that signs the chargers' certificates: every charger must "
+        "present one signed by it whose commonName is its id (security profile 3)",
+    )
+    security_profile: int | None = Field(
+        None,
+        ge=1,
+        le=3,
+        description="OCPP security profile the endpoint enforces: 1 ws:// + Basic auth, 2 wss:// "
+        "+ Basic auth, 3 wss:// + client certificates; checked against the files given; unset: "
+        "3 with tls_client_ca_file, 2 with tls_cert_file, else 1",
+    )
+    auth_max_failures: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="failed Basic-auth logins of one charger id within auth_failure_window_s "
+        "before it is locked out",
+    )
+    auth_max_failures_per_address: int = Field(
+        100,
+        ge=0,
+        description="the same from one remote address (0: no limit); chargers behind one NAT "
+        "or proxy share an address",
+    )
+    auth_failure_window_s: float = Field(
+        300.0, gt=0, description="seconds over which failed charger logins are counted"
+    )
+    auth_lockout_s: float = Field(
+        60.0, gt=0, description="first lockout (seconds); each one that follows doubles"
+    )
+    auth_max_lockout_s: float = Field(3600.0, gt=0, description="longest charger lockout")
     max_frame_bytes: int = Field(65536, ge=1024, description="largest websocket frame accepted")
+    max_messages_per_s: float = Field(
+        20.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="frames one charger connection may send per second of the central system's "
+        "clock, on average (token bucket); more get a GenericError CALLERROR; 0: no limit",
+    )
+    message_burst: int = Field(
+        100, ge=1, description="frames a connection may send at once before the rate applies"
+    )
+
+    @model_validator(mode="after")
+    def _security_is_consistent(self) -> Self:
+        problems = _security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def effective_security_profile(self) -> int:
+        """The security profile in force: the one set, else the one the files imply."""
+        if self.security_profile is not None:
+            return self.security_profile
+        if self.tls_client_ca_file is not None:
+            return 3
+        return 2 if self.tls_cert_file is not None else 1
+
+
+def _security_problems(s: OcppSettings) -> list[str]:
+    """Why the security settings do not fit together or the files cannot be used (all at once),
+    so that the central system refuses to start with a clear message, never a traceback."""
+    problems: list[str] = []
+    if s.tls_key_file is not None and s.tls_cert_file is None:
+        problems.append("tls_key_file is set without tls_cert_file")
+    if s.tls_client_ca_file is not None and s.tls_cert_file is None:
+        problems.append("tls_client_ca_file needs TLS: set tls_cert_file (and tls_key_file)")
+    wanted = s.security_profile
+    if wanted == 1 and s.tls_cert_file is not None:
+        problems.append(
+            "security_profile 1 is plain ws://, but tls_cert_file is set: choose 2 (or 3 with "
+            "tls_client_ca_file) or unset tls_cert_file"
+        )
+    if wanted in (2, 3) and s.tls_cert_file is None:
+        problems.append(f"security_profile {wanted} is wss://: set tls_cert_file and tls_key_file")
+    if wanted == 2 and s.tls_client_ca_file is not None:
+        problems.append(
+            "tls_client_ca_file makes chargers present certificates, which is security_profile 3"
+        )
+    if wanted == 3 and s.tls_client_ca_file is None:
+        problems.append(
+            "security_profile 3 checks the chargers' certificates: set tls_client_ca_file"
+        )
+    if s.auth_max_lockout_s < s.auth_lockout_s:
+        problems.append("auth_max_lockout_s must be at least auth_lockout_s")
+    if problems or s.tls_cert_file is None:
+        return problems
+    # Load the files now (a few reads), so that a bad one stops the start with its name.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(s.tls_cert_file, s.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        problems.append(
+            f"cannot load the certificate {s.tls_cert_file} with key "
+            f"{s.tls_key_file or '(in the same file)'}: {exc.strerror or exc}"
+        )
+    if s.tls_client_ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=s.tls_client_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(
+                f"cannot load the client CA file {s.tls_client_ca_file}: {exc.strerror or exc}"
+            )
+    return problems
 
 
 class DatabaseSettings(BaseModel):
@@ -71,6 +180,36 @@ class WebSettings(BaseModel):
         "access on localhost",
     )
     session_max_age_s: int = Field(8 * 3600, ge=60, description="seconds a console sign-in lasts")
+    initial_password_file: Path | None = Field(
+        Path("csms-initial-admin-password"),
+        description="where the first start with an empty database writes the random password of "
+        "the console user admin (readable by the owner only; delete it after signing in); the "
+        "password is never logged; unset: only handed to the program that embeds the app (the "
+        "demo prints it)",
+    )
+    login_max_failures: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="failed console sign-ins of one user name within login_failure_window_s "
+        "before it is locked out",
+    )
+    login_max_failures_per_address: int = Field(
+        20, ge=0, description="the same from one remote address (0: no limit)"
+    )
+    login_failure_window_s: float = Field(
+        300.0, gt=0, description="seconds over which failed console sign-ins are counted"
+    )
+    login_lockout_s: float = Field(
+        60.0, gt=0, description="first lockout (seconds); each one that follows doubles"
+    )
+    login_max_lockout_s: float = Field(3600.0, gt=0, description="longest console lockout")
+
+    @model_validator(mode="after")
+    def _lockouts_are_consistent(self) -> Self:
+        if self.login_max_lockout_s < self.login_lockout_s:
+            raise ValueError("login_max_lockout_s must be at least login_lockout_s")
+        return self
 
 
 class ClockSettings(BaseModel):

@@ -12,9 +12,9 @@ def parse_time(value: object, default: datetime) -> datetime:
         return default
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: e.g. year 1 at +01:00 is year 0 in UTC
         return default
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def parse_float(value: object) -> float | None:

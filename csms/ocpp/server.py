@@ -1,9 +1,19 @@
 """The OCPP-J websocket endpoint: ``ws(s)://HOST:PORT/ocpp/{charge_point_id}``.
 
 Handshake rules: the path names the charger; the subprotocol must be ``ocpp2.0.1`` or ``ocpp1.6``
-(anything else is refused with HTTP 400 before the upgrade); HTTP Basic auth with the charger id as
-user name (OCPP security profile 1, over TLS profile 2) is checked against the stored hash. A second
-connection for the same id replaces the first, which is closed; no state lives in the connection.
+(anything else is refused with HTTP 400 before the upgrade). Then the security profile in force
+(``OcppSettings.effective_security_profile``), all before the upgrade:
+
+- 1 (ws://) and 2 (wss://): HTTP Basic auth with the charger id as user name, checked against the
+  stored hash (401 otherwise). Failed logins are throttled per charger id and per remote address
+  (csms.domain.login_throttle): while locked out, attempts get 429 with Retry-After and the
+  password is not even looked at.
+- 3 (wss:// with client certificates): TLS only completes for a charger whose certificate the
+  client CA signed; its subject's commonName must be the charger id (403 otherwise).
+
+A second connection for the same id replaces the first, which is closed; no state lives in the
+connection. Secrets stay out of the message log, the command log and websockets' debug lines
+(csms.ocpp.redact).
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import binascii
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
@@ -26,9 +36,16 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from csms.domain.clock import Clock
+from csms.domain.clock import Clock, SystemClock
+from csms.domain.login_throttle import (
+    LoginGuard,
+    ThrottlePolicy,
+    address_key,
+    retry_after_header,
+)
 from csms.ocpp.connection import LoggedConnection, MessageLogWriter
 from csms.ocpp.context import ConnectionContext
+from csms.ocpp.redact import RedactingLogger, RedactingSink
 from csms.ocpp.v16 import CentralSystem16
 from csms.ocpp.v201 import CentralSystem201
 from csms.services.meter_batcher import MeterBatcher
@@ -82,14 +99,75 @@ def basic_auth(headers: Headers, charge_point_id: str) -> str | None:
     return password
 
 
+def certificate_common_names(peercert: Mapping[str, Any] | None) -> list[str]:
+    """The commonName values of a certificate's subject, as ``ssl`` decodes it
+    (``getpeercert()``: ``{"subject": ((("commonName", "CP-1"),), ...), ...}``)."""
+    if not peercert:
+        return []
+    return [
+        str(attribute[1])
+        for rdn in peercert.get("subject", ())
+        for attribute in rdn
+        if len(attribute) == 2 and attribute[0] == "commonName"
+    ]
+
+
+def certificate_problem(peercert: Mapping[str, Any] | None, charge_point_id: str) -> str | None:
+    """Why this (already verified) client certificate is not this charger's, or None.
+
+    OCPP 2.0.1 part 2, A00.FR.405 (the 1.6 security whitepaper, edition 2, has the same rule for
+    profile 3): the CSMS SHALL verify that the certificate belongs to this Charging Station by
+    checking that the commonName RDN of its subject contains the station's unique serial number.
+    Our charger id is that identity, so the subject must hold exactly one commonName, equal to the
+    id in the URL: a certificate for another charger (or for several) does not get in.
+    """
+    names = certificate_common_names(peercert)
+    if not names:
+        return "no client certificate (or one without a commonName)"
+    if names != [charge_point_id]:
+        return f"client certificate is for commonName {', '.join(map(repr, names))}"
+    return None
+
+
+def login_guard(settings: OcppSettings, clock: Clock) -> LoginGuard:
+    """The Basic-auth throttle the settings ask for."""
+    per_id = ThrottlePolicy(
+        max_failures=settings.auth_max_failures,
+        window_s=settings.auth_failure_window_s,
+        lockout_s=settings.auth_lockout_s,
+        max_lockout_s=settings.auth_max_lockout_s,
+    )
+    per_address = (
+        ThrottlePolicy(
+            max_failures=settings.auth_max_failures_per_address,
+            window_s=settings.auth_failure_window_s,
+            lockout_s=settings.auth_lockout_s,
+            max_lockout_s=settings.auth_max_lockout_s,
+        )
+        if settings.auth_max_failures_per_address > 0
+        else None
+    )
+    return LoginGuard.create(per_id, per_address, clock)
+
+
 class OcppServer:
     """Accepts charger connections and keeps the registry of who is connected where."""
 
-    def __init__(self, settings: OcppSettings, service: StationService, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: OcppSettings,
+        service: StationService,
+        clock: Clock,
+        guard: LoginGuard | None = None,
+    ) -> None:
         self.settings = settings
         self.service = service
         self.clock = clock
-        self.writer = MessageLogWriter(service, clock)
+        self.profile = settings.effective_security_profile
+        # Wall-clock time, not ``clock``: an attacker guesses in real time, also while the system
+        # replays a day at 60x.
+        self.guard = guard or login_guard(settings, SystemClock())
+        self.writer = MessageLogWriter(RedactingSink(service), clock)
         self.meters = MeterBatcher(service)
         self.connections: dict[str, ChargePointConnection] = {}
         self._sockets: dict[str, ServerConnection] = {}
@@ -118,9 +196,14 @@ class OcppServer:
                 process_request=self._process_request,
                 max_size=self.settings.max_frame_bytes,
                 ssl=ssl_context,
+                logger=RedactingLogger(logging.getLogger("websockets.server")),
             ) as server:
                 self._server = server
-                log.info("OCPP endpoint listening on port %d", self.port)
+                log.info(
+                    "OCPP endpoint listening on port %d (security profile %d)",
+                    self.port,
+                    self.profile,
+                )
                 try:
                     yield self
                 finally:
@@ -136,6 +219,12 @@ class OcppServer:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # OCPP security whitepaper: TLS 1.2 or higher
         ctx.load_cert_chain(s.tls_cert_file, s.tls_key_file)
+        if self.profile == 3:
+            assert s.tls_client_ca_file is not None  # OcppSettings checked it
+            # Profile 3 (2.0.1 A00.FR.407): without a valid certificate whose path leads to
+            # our CA, the connection is terminated — here, in the TLS handshake itself.
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(cafile=s.tls_client_ca_file)
         return ctx
 
     def _select_subprotocol(self, _conn: ServerConnection, offered: Any) -> Any:
@@ -157,18 +246,81 @@ class OcppServer:
                 f"unsupported subprotocol {offered or 'none'}: offer one of "
                 f"{', '.join(SUBPROTOCOLS)}\n",
             )
+        if self.profile == 3:
+            return await self._check_certificate(connection, cp_id)
+        return await self._check_password(connection, request, cp_id)
+
+    async def _check_certificate(self, connection: ServerConnection, cp_id: str) -> Response | None:
+        """Profile 3: the certificate TLS verified must be this charger's."""
+        peercert = connection.transport.get_extra_info("peercert")
+        problem = certificate_problem(peercert, cp_id)
+        if problem is None and not await self.service.may_connect_with_certificate(cp_id):
+            problem = "charger is not registered"
+        if problem is None:
+            return None
+        log.warning(
+            "refused charger: %s (from %s)",
+            problem,
+            _host(connection),
+            extra={"charge_point": cp_id},
+        )
+        return connection.respond(HTTPStatus.FORBIDDEN, "certificate not accepted\n")
+
+    async def _check_password(
+        self, connection: ServerConnection, request: Request, cp_id: str
+    ) -> Response | None:
+        """Profiles 1 and 2: HTTP Basic auth, throttled."""
+        address = address_key(_host(connection))
+        wait = self.guard.retry_after(cp_id, address)
+        if wait is not None:
+            # Refused before the password is looked at: no scrypt for an attacker to make us do.
+            log.debug(
+                "refused charger: locked out after failed logins (from %s)",
+                _host(connection),
+                extra={"charge_point": cp_id},
+            )
+            return self._too_many(connection, wait)
         password = basic_auth(request.headers, cp_id)
-        if not await self.service.check_credentials(cp_id, password):
-            log.warning("refused charger: unknown or wrong password", extra={"charge_point": cp_id})
-            response = connection.respond(HTTPStatus.UNAUTHORIZED, "authentication failed\n")
-            response.headers["WWW-Authenticate"] = 'Basic realm="ocpp", charset="UTF-8"'
-            return response
-        return None
+        if await self.service.check_credentials(cp_id, password):
+            if password is not None:
+                self.guard.succeeded(cp_id)
+            return None
+        log.warning(
+            "refused charger: unknown or wrong password (from %s)",
+            _host(connection),
+            extra={"charge_point": cp_id},
+        )
+        # Only a password that was tried counts: no credentials at all guesses nothing (and a
+        # client may first try without, then answer the 401 challenge).
+        lockout = self.guard.failed(cp_id, address) if password is not None else None
+        if lockout is not None:
+            log.warning(
+                "charger logins locked out for %.0f s after repeated failures (from %s)",
+                lockout,
+                _host(connection),
+                extra={"charge_point": cp_id},
+            )
+            return self._too_many(connection, lockout)
+        response = connection.respond(HTTPStatus.UNAUTHORIZED, "authentication failed\n")
+        response.headers["WWW-Authenticate"] = 'Basic realm="ocpp", charset="UTF-8"'
+        return response
+
+    @staticmethod
+    def _too_many(connection: ServerConnection, wait_s: float) -> Response:
+        retry = retry_after_header(wait_s)
+        response = connection.respond(
+            HTTPStatus.TOO_MANY_REQUESTS, f"too many failed logins: try again in {retry} s\n"
+        )
+        response.headers["Retry-After"] = retry
+        return response
 
     async def _handle(self, ws: ServerConnection) -> None:
         cp_id = charge_point_id_from_path(ws.request.path if ws.request else "") or ""
         version = ws.subprotocol or ""
-        password = basic_auth(ws.request.headers, cp_id) if ws.request else None
+        # Under profile 3 the certificate is the credential: a Basic password is not kept.
+        password = (
+            basic_auth(ws.request.headers, cp_id) if ws.request and self.profile != 3 else None
+        )
         # Register the new socket before closing the old one, so that the old handler's cleanup
         # sees it is no longer current and does not mark the charger offline.
         previous = self._sockets.get(cp_id)
@@ -192,6 +344,8 @@ class OcppServer:
             self.clock,
             after_send=ctx.sent,
             known_actions=KNOWN_ACTIONS[version],
+            max_messages_per_s=self.settings.max_messages_per_s,
+            message_burst=self.settings.message_burst,
         )
         cp: ChargePointConnection = (
             CentralSystem16(cp_id, conn, ctx)
@@ -227,3 +381,9 @@ class OcppServer:
             log.warning("could not read capabilities: %s", exc, extra={"charge_point": cp.id})
             caps = {"error": f"{type(exc).__name__}: {exc}"}
         await self.service.save_capabilities(cp.id, caps)
+
+
+def _host(connection: ServerConnection) -> str | None:
+    """The remote host of a connection (None if the socket is already gone)."""
+    peer = connection.remote_address
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ocpp.charge_point import camel_to_snake_case
+from ocpp.exceptions import FormatViolationError, TypeConstraintViolationError
+from ocpp.messages import MessageType, get_validator
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action, DataTransferStatus, RegistrationStatus
@@ -29,6 +32,44 @@ CAPABILITY_KEYS = [
 ]
 
 
+def _snake(name: str) -> str:
+    return str(next(iter(camel_to_snake_case({name: None}))))
+
+
+def _fields(properties: dict[str, Any]) -> frozenset[str]:
+    return frozenset(_snake(k) for k in properties)
+
+
+# MeterValues skip the schema (csms.ocpp.hot_checks checks what we read); what we store must still
+# be what the schema allows. Field names and enums straight from the schema the package ships.
+_MV = get_validator(MessageType.Call, "MeterValues", "1.6").schema["properties"]
+_MV_ITEM = _MV["meterValue"]["items"]["properties"]
+_SAMPLE = _MV_ITEM["sampledValue"]["items"]["properties"]
+_MV_FIELDS = (_fields(_MV), _fields(_MV_ITEM), _fields(_SAMPLE))
+_SAMPLE_ENUMS = {_snake(k): frozenset(v["enum"]) for k, v in _SAMPLE.items() if "enum" in v}
+
+
+def check_meter_fields(p: dict[str, Any]) -> None:
+    """After ``check_meter_values``: no field the schema does not have, enum values from its lists;
+    answered as the schema would be (FormationViolation, TypeConstraintViolation)."""
+    top, item, sample = _MV_FIELDS
+    if not p.keys() <= top:
+        raise FormatViolationError(details={"cause": "MeterValues has an unknown field"})
+    if p.get("transaction_id", 0) is None:  # an absent field is left out, never null (OCPP-J)
+        raise TypeConstraintViolationError(details={"cause": "transactionId is an integer"})
+    for mv in p["meter_value"]:
+        if not mv.keys() <= item:
+            raise FormatViolationError(details={"cause": "meterValue has an unknown field"})
+        for sv in mv["sampled_value"]:
+            if not sv.keys() <= sample:
+                raise FormatViolationError(details={"cause": "sampledValue has an unknown field"})
+            for key in sv.keys() & _SAMPLE_ENUMS.keys():
+                if not isinstance(sv[key], str):
+                    raise TypeConstraintViolationError(details={"cause": f"{key} is a string"})
+                if sv[key] not in _SAMPLE_ENUMS[key]:
+                    raise FormatViolationError(details={"cause": f"{key}: not a known value"})
+
+
 class CentralSystem16(ChargePoint):  # type: ignore[misc]
     """One connected 1.6 charge point."""
 
@@ -51,8 +92,10 @@ class CentralSystem16(ChargePoint):  # type: ignore[misc]
             status=RegistrationStatus.accepted,
         )
 
-    @on(Action.heartbeat, skip_schema_validation=True)  # an empty object: nothing to check
-    async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:
+    @on(Action.heartbeat, skip_schema_validation=True)  # an empty object: checked here
+    async def on_heartbeat(self, **p: Any) -> call_result.Heartbeat:
+        if p:  # the schema's answer to any field: additionalProperties is false
+            raise FormatViolationError(details={"cause": "Heartbeat has no fields"})
         await self.ctx.service.seen(self.id)
         return call_result.Heartbeat(current_time=ocpp_time(self.ctx.clock.now()))
 
@@ -97,6 +140,7 @@ class CentralSystem16(ChargePoint):  # type: ignore[misc]
     @on(Action.meter_values, skip_schema_validation=True)  # see csms.ocpp.hot_checks
     async def on_meter_values(self, **p: Any) -> call_result.MeterValues:
         check_meter_values(p, VERSION)
+        check_meter_fields(p)
         tx = p.get("transaction_id")
         await self.ctx.meters.submit(
             MeterCall(
