@@ -31,7 +31,7 @@ from charge_point_sim.runner import (
 )
 from charge_point_sim.scenario import ChargerSlot, parse_scenario, random_arrivals
 from charge_point_sim.site import Site, load_site
-from charge_point_sim.station import Station
+from charge_point_sim.station import Settings, Station
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--start", help="simulated start time, ISO 8601 with offset (default: now, UTC)"
     )
     run.add_argument(
+        "--anchor",
+        help="the wall-clock instant (ISO 8601 with offset) at which the simulated clock reads "
+        "--start (default: when the run starts); give a central system on a replay clock the "
+        "same start, speed and anchor so that both read the same time",
+    )
+    run.add_argument(
         "--site",
         type=Path,
         help="site description file (JSON, see charge_point_sim/README.md); replaces --chargers, "
@@ -101,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="CA certificate (PEM) that a wss:// central system's certificate is checked "
         "against (default: the site file's, else the system's trust store)",
     )
+    run.add_argument(
+        "--meter-interval",
+        type=int,
+        default=60,
+        help="simulated seconds between a session's meter values (the MeterValueSampleInterval "
+        "/ SampledDataCtrlr.TxUpdatedInterval a central system may change; default 60)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
 
@@ -115,6 +128,8 @@ def _problems(args: argparse.Namespace) -> list[str]:
         problems.append("--duration must be > 0")
     if args.connectors < 1:
         problems.append("--connectors must be >= 1")
+    if args.meter_interval < 1:
+        problems.append("--meter-interval must be >= 1")
     if not args.max_power_kw > 0:
         problems.append("--max-power-kw must be > 0")
     if not args.url.startswith(("ws://", "wss://")):
@@ -132,6 +147,15 @@ def _start(text: str | None) -> datetime:
     if t.tzinfo is None:
         raise SimulatorError(f"--start {text!r} needs a UTC offset, e.g. {text}+00:00")
     return t.astimezone(UTC)
+
+
+def _anchor(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    t = datetime.fromisoformat(text)
+    if t.tzinfo is None:
+        raise SimulatorError(f"--anchor {text!r} needs a UTC offset, e.g. {text}+00:00")
+    return t
 
 
 def configs(args: argparse.Namespace) -> list[ChargerConfig]:
@@ -175,7 +199,9 @@ def run(args: argparse.Namespace) -> int:
     seed = 0
     start = datetime.now(UTC)
     tls: ssl.SSLContext | None = None
+    anchor: datetime | None = None
     try:
+        anchor = _anchor(args.anchor)
         acn = parse_acn_scenario(args.scenario)
         if acn is None:
             seed = parse_scenario(args.scenario)
@@ -206,7 +232,12 @@ def run(args: argparse.Namespace) -> int:
                 arrivals = random_arrivals(seed, slots, start, args.duration)
             else:
                 arrivals, count = acn_scenario_arrivals(acn, slots)
-                print(f"ACN {acn.day}: {count} sessions", file=sys.stderr)
+                arrivals, gone = _still_there(arrivals, start)
+                print(
+                    f"ACN {acn.day}: {count} sessions"
+                    + (f" ({gone} left before the start, not played)" if gone else ""),
+                    file=sys.stderr,
+                )
             if share > 0:
                 arrivals = with_iso15118(arrivals, share, args.seed)
         except SimulatorError as e:
@@ -215,10 +246,11 @@ def run(args: argparse.Namespace) -> int:
         for p in problems:
             print(f"error: {p}", file=sys.stderr)
         return 2
-    clock = ScaledClock(start, args.speed)
+    clock = ScaledClock(start, args.speed, anchor=anchor)
     until = start + timedelta(seconds=args.duration)
     cfgs = configs(args) if site is None else site.configs
-    runs = [ChargerRun(c, Station(c.spec, start)) for c in cfgs]
+    settings = Settings(meter_interval_s=args.meter_interval)
+    runs = [ChargerRun(c, Station(c.spec, start, settings)) for c in cfgs]
     line = None if args.quiet else _ProgressLine(runs, clock, sys.stderr)
     try:
         asyncio.run(
@@ -235,6 +267,25 @@ def run(args: argparse.Namespace) -> int:
         args.report.write_text(json.dumps(data, indent=2) + "\n")
     sys.stdout.write(summary(data))
     return 0 if any(r.ever_connected for r in runs) else 1
+
+
+def _still_there(
+    arrivals: Mapping[str, Sequence[Arrival]], start: datetime
+) -> tuple[dict[str, list[Arrival]], int]:
+    """The arrivals of vehicles still there at ``start`` (a replay that starts mid-day does not
+    play sessions that were over by then: they would be transactions of no time), and how many
+    were left out."""
+    kept: dict[str, list[Arrival]] = {}
+    gone = 0
+    for charger, items in arrivals.items():
+        kept[charger] = []
+        for a in items:
+            departure = a.request.departure
+            if departure is not None and departure <= start:
+                gone += 1
+            else:
+                kept[charger].append(a)
+    return kept, gone
 
 
 def summary(data: Mapping[str, Any]) -> str:

@@ -36,7 +36,12 @@ class Clock(Protocol):
 
 
 class ScaledClock:
-    """Simulated time = ``start`` + ``speed`` x real time elapsed since the clock was made."""
+    """Simulated time = ``start`` + ``speed`` x real time elapsed since the clock was made.
+
+    With ``anchor`` (an aware wall-clock instant), simulated time = ``start`` + ``speed`` x the
+    wall-clock time elapsed since ``anchor`` instead: a central system in another process given
+    the same start, speed and anchor reads the same time (a restart of either does not move it).
+    """
 
     def __init__(
         self,
@@ -44,15 +49,23 @@ class ScaledClock:
         speed: float = 1.0,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        anchor: datetime | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         if not (finite(speed) and speed > 0):
             raise InvalidModelError("speed must be > 0")
         if start is not None and (start.tzinfo is None or not is_aware(start)):
             raise InvalidModelError("start must be timezone-aware")
+        if anchor is not None and not is_aware(anchor):
+            raise InvalidModelError("anchor must be timezone-aware")
         self._start = (start or datetime.now(UTC)).astimezone(UTC)
         self._speed = float(speed)
-        self._monotonic = monotonic
-        self._t0 = monotonic()
+        if anchor is None:
+            self._monotonic = monotonic
+            self._t0 = monotonic()
+        else:
+            self._monotonic = wall
+            self._t0 = anchor.timestamp()
 
     @property
     def speed(self) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ from charge_point_sim.ev_model import Ev, MeterReading
 from charge_point_sim.link import OfflineError
 from charge_point_sim.profiles import ChargingProfile
 from charge_point_sim.station import Station
+from charge_point_sim.wire import samples
 
 log = logging.getLogger("charge_point_sim")
 
@@ -47,9 +49,12 @@ class OcppSide(Protocol):
 
     ``makes_transaction_ids``: the charger names its transactions (2.0.1), so the driver starts
     the transaction in the model before telling the central system; 1.6 gets the id in the answer.
+    ``readings_in_start_stop``: the start and stop messages carry a meter reading as sampled values
+    (2.0.1 TransactionEvent Started / Ended); 1.6 sends only meterStart / meterStop.
     """
 
     makes_transaction_ids: bool
+    readings_in_start_stop: bool
 
     async def boot(self) -> int:
         """Send BootNotification until Accepted; return the heartbeat interval (s)."""
@@ -117,6 +122,14 @@ class SessionResult:
 
     ``iso15118``: the EV spoke ISO 15118; ``needs_status``: what the central system answered to
     its NotifyEVChargingNeeds (or why there was no answer), None when none was sent.
+
+    What went on the wire, so a central system's records can be checked against it:
+    ``started_at`` and ``stopped_at`` are the timestamps of the start and stop messages,
+    ``meter_start_wh`` and ``meter_stop_wh`` the energy register in them (whole Wh, rounded
+    down as sent); ``meter_values`` counts the meter readings the session's transaction messages
+    carried (1.6 MeterValues; 2.0.1 every TransactionEvent, Started and Ended included) and
+    ``samples`` their sampled values. Each reading is counted once, when it is queued, however
+    often it is sent again.
     """
 
     connector_id: int
@@ -130,6 +143,16 @@ class SessionResult:
     reason: str | None = None
     iso15118: bool = False
     needs_status: str | None = None
+    started_at: datetime | None = None
+    meter_start_wh: int | None = None
+    meter_stop_wh: int | None = None
+    meter_values: int = 0
+    samples: int = 0
+
+    def sent(self, reading: MeterReading) -> None:
+        """Count a meter reading sent for this session."""
+        self.meter_values += 1
+        self.samples += len(samples(reading))
 
     @property
     def met(self) -> bool:
@@ -142,6 +165,7 @@ class _Live:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = LOCAL
     transaction_id: str | None = None
+    result: SessionResult | None = None
 
 
 class Driver:
@@ -158,6 +182,9 @@ class Driver:
         self._live: dict[int, _Live] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
+        # The run is over (``until`` passed): no session starts any more, while those running
+        # stop and send what they owe (which may take a while if the central system is slow).
+        self.ending = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -176,6 +203,7 @@ class Driver:
                 await asyncio.Event().wait()  # until cancelled
             else:
                 await sleep_until(self.clock, until)
+            self.ending = True
             self.stop_all(LOCAL)
             await self.idle()
             heartbeats.cancel()
@@ -242,7 +270,9 @@ class Driver:
     # -- what the central system may ask (called from @on handlers: never await calls there) ---
 
     def request_start(self, request: SessionRequest) -> bool:
-        """Start a session now if its connector is free."""
+        """Start a session now if its connector is free (and the run is not over)."""
+        if self.ending:
+            return False
         if request.connector_id in self.station.evs or request.connector_id in self._live:
             return False
         self._live[request.connector_id] = _Live()
@@ -309,7 +339,11 @@ class Driver:
         for c in connectors:
             tx = self.transaction_on(c)
             if tx is not None:
-                await self.side.meter_values(c, tx, self.station.reading(c, now))
+                reading = self.station.reading(c, now)
+                live = self._live.get(c)
+                if live is not None and live.result is not None:
+                    live.result.sent(reading)
+                await self.side.meter_values(c, tx, reading)
 
     async def _reset(self) -> None:
         self.stop_all(REBOOT)
@@ -320,6 +354,8 @@ class Driver:
 
     async def _arrive(self, arrival: Arrival) -> None:
         await sleep_until(self.clock, arrival.at)
+        if self.ending:
+            return  # it arrives after the run: not played
         if not self.request_start(arrival.request):
             log.warning(
                 "%s: connector %s busy, vehicle %s turned away",
@@ -339,6 +375,7 @@ class Driver:
             c, req.id_tag, now, req.departure, req.ev.needs_wh, iso15118=req.ev.iso15118
         )
         self.results.append(result)
+        live.result = result
         self.station.advance(now)
         self.station.plug(c, req.ev)
         try:
@@ -357,6 +394,10 @@ class Driver:
                 assert req.transaction_id is not None
                 live.transaction_id = result.transaction_id = req.transaction_id
                 self.station.start_transaction(c, req.transaction_id, now)
+            result.started_at = reading.timestamp
+            result.meter_start_wh = math.floor(reading.energy_wh)
+            if self.side.readings_in_start_stop:
+                result.sent(reading)
             tx = await self.side.start_transaction(req, reading)
             live.transaction_id = result.transaction_id = tx
             if self.station.state.transaction_on(c) is None:
@@ -371,12 +412,15 @@ class Driver:
                 if reason is not None:
                     log.info("%s: profile with remote start rejected: %s", self.charger_id, reason)
             await self._set_status(c, CHARGING)
-            await self._charge(req, live, tx)
+            await self._charge(req, live, tx, result)
             now = self.clock.now()
             self.station.advance(now)
             reading = self.station.reading(c, now)
             result.delivered_wh = self.station.meters[c].register_wh - start_register
             result.stopped_at, result.reason = now, live.reason
+            result.meter_stop_wh = math.floor(reading.energy_wh)
+            if self.side.readings_in_start_stop:
+                result.sent(reading)
             await self.side.stop_transaction(req, tx, reading, live.reason)
             self.station.end_transaction(c)
             await self._set_status(c, FINISHING)
@@ -385,7 +429,9 @@ class Driver:
             self._live.pop(c, None)
         await self._set_status(c, AVAILABLE)
 
-    async def _charge(self, req: SessionRequest, live: _Live, tx: str) -> None:
+    async def _charge(
+        self, req: SessionRequest, live: _Live, tx: str, result: SessionResult
+    ) -> None:
         c = req.connector_id
         last_meter = self.clock.now()
         while True:
@@ -401,5 +447,7 @@ class Driver:
             now = self.clock.now()
             self.station.advance(now)
             if (now - last_meter).total_seconds() >= self.station.settings.meter_interval_s:
-                await self.side.meter_values(c, tx, self.station.reading(c, now))
+                reading = self.station.reading(c, now)
+                result.sent(reading)
+                await self.side.meter_values(c, tx, reading)
                 last_meter = now

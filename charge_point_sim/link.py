@@ -118,6 +118,7 @@ class Link:
 class _Entry:
     build: Callable[[], Any]
     done: asyncio.Future[Any]
+    held: bool = False  # could not be delivered at once (offline, or the answer was lost)
 
 
 class Outbox:
@@ -126,6 +127,11 @@ class Outbox:
     ``send`` makes the call (raising :class:`OfflineError` or ``TimeoutError`` when it got no answer).
     ``build`` callables make the payload when it is (re)sent; they must return the same payload
     each time.
+
+    Counters for the report: ``total`` messages queued, ``held`` of them that could not be
+    delivered at once (queued while offline, or their answer was lost) and ``held_delivered`` of
+    those delivered later; ``resends`` failed delivery attempts; ``max_queued`` the most messages
+    waiting at once.
     """
 
     def __init__(self, send: Callable[[Any], Awaitable[Any]]) -> None:
@@ -134,6 +140,9 @@ class Outbox:
         self._lock = asyncio.Lock()
         self.resends = 0
         self.total = 0
+        self.held = 0
+        self.held_delivered = 0
+        self.max_queued = 0
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -143,6 +152,7 @@ class Outbox:
         entry = _Entry(build, asyncio.get_running_loop().create_future())
         self.total += 1
         self._queue.append(entry)
+        self.max_queued = max(self.max_queued, len(self._queue))
         return entry.done
 
     async def flush(self) -> None:
@@ -155,8 +165,14 @@ class Outbox:
                 except (OfflineError, TimeoutError) as e:
                     log.info("transaction message kept for later: %s", e)
                     self.resends += 1
+                    for waiting in self._queue:
+                        if not waiting.held:
+                            waiting.held = True
+                            self.held += 1
                     return
                 self._queue.popleft()
+                if entry.held:
+                    self.held_delivered += 1
                 if not entry.done.done():
                     entry.done.set_result(answer)
 

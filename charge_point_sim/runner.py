@@ -27,7 +27,7 @@ from charge_point_sim.charger_model import ChargerSpec
 from charge_point_sim.clock import Clock
 from charge_point_sim.driver import Arrival, Driver, SessionResult
 from charge_point_sim.errors import SimulatorError
-from charge_point_sim.link import Backoff, Link
+from charge_point_sim.link import Backoff, Link, Outbox
 from charge_point_sim.quirks import Quirks
 from charge_point_sim.station import Station
 from charge_point_sim.wire import format_time
@@ -61,6 +61,7 @@ class ChargerRun:
     error: str | None = None
     results: list[SessionResult] = field(default_factory=list)
     link: Link | None = None
+    outbox: Outbox | None = None
 
 
 def basic_auth(charger_id: str, password: str) -> str:
@@ -225,6 +226,7 @@ async def run_charger(
     )
     run.driver = cp.driver
     run.link = link
+    run.outbox = cp.outbox
     try:
         async with asyncio.TaskGroup() as tg:
             keeper = tg.create_task(
@@ -334,10 +336,29 @@ def progress(runs: Sequence[ChargerRun], now: datetime) -> Progress:
     )
 
 
+def _delivery(run: ChargerRun) -> dict[str, int]:
+    """How a charger's connection and transaction messages fared (see :class:`Outbox`)."""
+    link, outbox = run.link, run.outbox
+    return {
+        "connects": 0 if link is None else link.connects,
+        "drops": 0 if link is None else link.drops,
+        "transaction_messages": 0 if outbox is None else outbox.total,
+        "messages_held": 0 if outbox is None else outbox.held,
+        "messages_held_delivered": 0 if outbox is None else outbox.held_delivered,
+        "messages_max_queued": 0 if outbox is None else outbox.max_queued,
+        "messages_undelivered": 0 if outbox is None else len(outbox),
+    }
+
+
 def report(
     runs: Sequence[ChargerRun], start: datetime, end: datetime, speed: float, url: str
 ) -> dict[str, Any]:
-    """The run's JSON report: power per charger per minute, the site total, every session."""
+    """The run's JSON report: power per charger per minute, the site total, every session.
+
+    Per session also what its transaction messages said (start and stop times and registers, how
+    many meter readings and sampled values they carried); per charger how its connection and its
+    transaction messages fared (connects, drops, messages queued, held while offline, delivered
+    later, still undelivered at the end)."""
     per_charger = {r.config.charger_id: r.station.minute_power_kw() for r in runs}
     minutes = max((len(v) for v in per_charger.values()), default=0)
     site = [
@@ -362,6 +383,11 @@ def report(
             "met": s.met,
             "iso15118": s.iso15118,
             "needs_status": s.needs_status,
+            "started_at": None if s.started_at is None else format_time(s.started_at),
+            "meter_start_wh": s.meter_start_wh,
+            "meter_stop_wh": s.meter_stop_wh,
+            "meter_values": s.meter_values,
+            "samples": s.samples,
         }
         for r, s in results
     ]
@@ -381,6 +407,7 @@ def report(
                     sum(m.register_wh for m in r.station.meters.values()) / 1000, 4
                 ),
                 "power_kw_per_minute": per_charger[r.config.charger_id],
+                **_delivery(r),
             }
             for r in runs
         ],

@@ -60,6 +60,7 @@ class ChargePoint16(ChargePoint):  # type: ignore[misc]
     """A simulated OCPP 1.6J charge point over one connection."""
 
     makes_transaction_ids = False
+    readings_in_start_stop = False  # StartTransaction / StopTransaction: meterStart, meterStop
 
     def __init__(
         self,

@@ -54,6 +54,7 @@ class ChargePoint201(ChargePoint):  # type: ignore[misc]
     """A simulated OCPP 2.0.1 charging station over one connection."""
 
     makes_transaction_ids = True
+    readings_in_start_stop = True  # Started / Ended carry a meterValue (E01, E06)
 
     def __init__(
         self,

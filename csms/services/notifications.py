@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +22,15 @@ NoticeKind = Literal[
     "needs",
     "meter",
     "site",
+    "profiles_reported",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """One thing that happened. ``site_id`` is set for site-wide notices (cap or config change)."""
+    """One thing that happened. ``site_id`` is set for site-wide notices (cap or config change);
+    ``data`` carries what a charger reported when that is the news (``profiles_reported``: one
+    2.0.1 ReportChargingProfiles, camelCase as on the wire)."""
 
     kind: NoticeKind
     charge_point_id: str = ""
@@ -37,6 +40,7 @@ class Notice:
     energy_wh: float | None = None
     at: datetime | None = None
     site_id: str | None = None
+    data: dict[str, Any] | None = None
 
 
 Listener = Callable[[Notice], None]

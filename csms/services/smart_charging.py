@@ -11,6 +11,18 @@ decrease was accepted; a charger that rejects or does not confirm its profile is
 session (its maximum is reserved) and the rest of the site is re-planned. At boot every charger gets
 a TxDefaultProfile (``Site.tx_default_kw``, 0 by default) so the site stays safe if the central
 system goes away: sessions running keep their last profile, new ones wait for a plan.
+
+After a restart of the central system the loop remembers nothing, and chargers that stayed up only
+reconnect (no BootNotification, so no capability read and no TxDefaultProfile install). A charger
+that connects without booting is *reconciled* before it is planned again: its TxDefaultProfile is
+installed again, and what is in force on each connector with a running transaction is read back
+(2.0.1: GetChargingProfiles / ReportChargingProfiles, K09; 1.6, which cannot list profiles, and
+2.0.1 stations that do not answer it: GetCompositeSchedule). Until then its sessions reserve their
+maximum. Then every session's profile is sent again from a fresh plan, ordered by the limits read
+back (decreases before increases, as always); what was only known within bounds is lowered first.
+Sessions found non-compliant or that rejected their profile stay unmanaged across the restart (read
+from the audit log). Not kept: the EVs' observed ceilings (meter deviation), which only make the
+plan more generous to the others, and are learnt again.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -25,13 +38,14 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from csms.db.models import PlanAudit, ProfileAudit
+from csms.db.models import PlanAudit, ProfileAudit, Transaction
 from csms.domain.clock import Clock
 from csms.domain.commands import CommandResult, RawCall
 from csms.domain.needs import resolve_needs
-from csms.domain.profiles import PowerSchedule, RateUnit
+from csms.domain.profiles import ChargerLimits, PowerSchedule, RateUnit
 from csms.domain.site_config import SiteConfig
 from csms.ports import ChargerGateway
 from csms.services.audit import AuditLog
@@ -48,11 +62,13 @@ from csms.services.profile_builder import (
 from csms.services.site_plan import (
     ConnectorKey,
     ConnectorState,
+    Direction,
     PlanInputs,
     SessionState,
     SiteSnapshot,
     committed_w,
     direction,
+    grid_start,
     lowered,
     plan_inputs,
     schedules,
@@ -82,6 +98,10 @@ DEFAULT_INSTALLS: Final = 8  # TxDefaultProfile installs at a time
 # of arbitrary (often alternating) allocations among equivalent sessions, which would switch
 # chargers on and off at every re-plan.
 PLAN_WEIGHTS: Final = Weights(urgency=0.02)
+RECONNECT_GRACE_S: Final = 1.0
+"""Real seconds a charger that connected has to send its BootNotification (a booting charger sends
+it first: 1.6 §4.2, 2.0.1 B01) before it is taken to have only reconnected and is reconciled."""
+RECONCILING: Final = "reconnected: what it has installed is being read back"
 
 
 @dataclass
@@ -93,6 +113,11 @@ class ChargerControl:
     controllable: bool = True
     composite_rejected: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # This process installed its TxDefaultProfile (at boot) or reconciled it (after a reconnect):
+    # otherwise what it has installed is unknown (the central system restarted).
+    known: bool = False
+    reconciling: bool = False  # connected without booting: what is installed is being read back
+    generation: int = 0  # reconciliations started, so that one for an older connection stops
 
 
 @dataclass
@@ -102,6 +127,10 @@ class SessionControl:
     key: ConnectorKey
     installed: dict[str, Any] | None = None  # the TxProfile payload last accepted
     schedule: PowerSchedule | None = None  # the planned watts behind it (the limits never exceed)
+    # Set when the limits in force are known only within bounds (read back after a restart):
+    # the lowest they may be, ``schedule`` being the highest. None: ``schedule`` is exact.
+    floor: PowerSchedule | None = None
+    read_back: bool = False  # ``schedule`` / ``floor`` are limits read back, not planned watts
     accepted_at: datetime | None = None
     sent_at: datetime | None = None  # the last profile sent (answered or not)
     audit_id: int | None = None
@@ -112,6 +141,14 @@ class SessionControl:
     low_since: datetime | None = None
     over_count: int = 0
     power_w: float | None = None
+
+
+@dataclass
+class _ProfileReports:
+    """The ReportChargingProfiles answering one GetChargingProfiles: profiles by EVSE."""
+
+    profiles: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -173,6 +210,8 @@ class SmartCharging:
         self._tg: asyncio.TaskGroup | None = None
         self._step_s: dict[str, float] = {}
         self._installs = asyncio.Semaphore(DEFAULT_INSTALLS)
+        self._reports: dict[tuple[str, int], _ProfileReports] = {}
+        self._request_id = 0
 
     # --- running ---------------------------------------------------------------------------
 
@@ -268,6 +307,9 @@ class SmartCharging:
         if n.kind == "meter":
             self._on_meter(n)
             return
+        if n.kind == "profiles_reported":
+            self._on_profiles_reported(n)
+            return
         site_id = await self._site(n.charge_point_id, refresh=n.kind in ("connected", "booted"))
         if n.kind == "capabilities":
             if self._tg is not None and site_id is not None:
@@ -285,6 +327,9 @@ class SmartCharging:
             control = self.cp_control.get(n.charge_point_id)
             if control is not None:
                 control.default_limit_w = None
+                # Its boot is the news: the TxDefaultProfile install after the capability read
+                # sets it up, not a reconciliation.
+                control.known = control.reconciling = False
             for tx_id in [t for t, s in self.tx_control.items() if s.key[0] == n.charge_point_id]:
                 del self.tx_control[tx_id]
         if site_id is None or not self._settings.enabled:
@@ -299,6 +344,8 @@ class SmartCharging:
         }.get(n.kind)
         if reason is not None:
             self.request(site_id, reason)
+        if n.kind == "connected":
+            self._start_reconcile(site_id, n.charge_point_id)
 
     def _on_meter(self, n: Notice) -> None:
         """Compliance (draws over its limit) and deviation (draws well under it) from meters."""
@@ -366,6 +413,10 @@ class SmartCharging:
             control = self.cp_control.setdefault(ch.id, ChargerControl())
             control.info = ch
             max_w = ch.limits.max_power_w or cfg.default_charger_max_kw * 1000.0
+            # A charger that booted with us once (its capabilities are stored) but that this
+            # process has neither set up at boot nor reconciled: the central system restarted and
+            # what it has installed is not known yet (its "connected" notice may still be queued).
+            unknown = control.reconciling or (ch.capabilities_read and not control.known)
             evses = sorted(set(ch.evse_ids) | {e for (cp, e) in txs if cp == ch.id})
             for evse in evses:
                 tx = txs.get((ch.id, evse))
@@ -387,7 +438,8 @@ class SmartCharging:
                         needs=needs,
                         delivered_wh=tx.delivered_wh,
                         ev_limit_w=sc.ev_limit_w,
-                        unmanaged_reason=sc.unmanaged_reason,
+                        # Limits in force unknown: its maximum is reserved until reconciled.
+                        unmanaged_reason=sc.unmanaged_reason or (RECONCILING if unknown else None),
                     )
                 connectors.append(
                     ConnectorState(
@@ -600,19 +652,24 @@ class SmartCharging:
             try:
                 change = self._build(ch, key, session, sched, now)
                 if sc.installed is not None and same_profile(sc.installed, change.payload):
-                    sc.schedule = sched  # same limits: nothing to send
+                    sc.schedule, sc.floor = sched, None  # same limits: nothing to send
                     continue
                 control = self.cp_control.get(key[0])
                 fallback = state.max_power_w
                 if control is not None and control.default_limit_w is not None:
                     fallback = min(control.default_limit_w, fallback)
+                high = sc.schedule
+                low = sc.floor if sc.floor is not None else high
                 # The whole future of both profiles: the old one may raise a limit later on too.
-                end = max(sched.end, sc.schedule.end if sc.schedule is not None else sched.end)
+                end = max([sched.end] + [old.end for old in (high, low) if old is not None])
                 window = (now, end + timedelta(seconds=sched.step_s))
-                kind = direction(sc.schedule, sched, fallback, window)
+                # Limits read back from the charger are what it enforces, not planned watts:
+                # compare them with what it will enforce under the new profile.
+                new = _enforced(sched, ch) if sc.read_back else sched
+                kind = direction_within(low, high, new, fallback, window)
                 if kind == "mixed":
                     first = self._build(
-                        ch, key, session, lowered(sc.schedule, sched, fallback, window), now
+                        ch, key, session, lowered(low, sched, fallback, window), now
                     )
                     if sc.installed is None or not same_profile(sc.installed, first.payload):
                         decreases.append(first)
@@ -821,7 +878,7 @@ class SmartCharging:
         outcome = _Outcome(change, result, attempts)
         if outcome.accepted and sc is not None and self.tx_control.get(change.transaction_id) is sc:
             sc.installed = change.payload
-            sc.schedule = change.schedule
+            sc.schedule, sc.floor, sc.read_back = change.schedule, None, False
             sc.accepted_at = self._clock.now()
             sc.over_count = 0
         return outcome
@@ -875,10 +932,13 @@ class SmartCharging:
             config, info = loaded
             await self._install_default_on(config, info)
 
-    async def _install_default_on(self, config: SiteConfig, info: ChargerInfo) -> None:
+    async def _install_default_on(
+        self, config: SiteConfig, info: ChargerInfo, *, replan: bool = True
+    ) -> None:
         site_id, charge_point_id = config.id, info.id
         control = self.cp_control.setdefault(charge_point_id, ChargerControl())
         control.info = info
+        control.known = True
         now = self._clock.now()
         key = (charge_point_id, 0)
         if not info.capabilities.enabled:
@@ -898,7 +958,8 @@ class SmartCharging:
                 status="skipped",
             )
             await self.audit.add_profiles([row])
-            self.request(site_id, "charger cannot do smart charging")
+            if replan:
+                self.request(site_id, "charger cannot do smart charging")
             return
         limit_w = config.tx_default_kw * 1000.0
         payload = build_tx_default_profile(
@@ -938,7 +999,230 @@ class SmartCharging:
                 )
             ]
         )
-        self.request(site_id, "charger ready")
+        if replan:
+            self.request(site_id, "charger ready")
+
+    # --- reconciliation: a charger that reconnected without booting ----------------------------
+
+    def _start_reconcile(self, site_id: str, charge_point_id: str) -> None:
+        """A charger connected: unless this process already knows what it has installed, read it
+        back once it is clear that it is not booting (``_reconcile``); until then its sessions
+        reserve their maximum."""
+        control = self.cp_control.setdefault(charge_point_id, ChargerControl())
+        if control.known or self._tg is None:
+            return
+        control.generation += 1
+        control.reconciling = True
+        self._spawn(self._reconcile(site_id, charge_point_id, control.generation), "reconciliation")
+
+    async def _reconcile(self, site_id: str, charge_point_id: str, generation: int) -> None:
+        """Re-establish a reconnected charger's smart charging as a new process finds it: the
+        TxDefaultProfile installed again (1.6 cannot list profiles; installing ours again is
+        harmless), the limits in force on each running transaction read back, and the sessions
+        that were unmanaged before the restart unmanaged again. Then its site is re-planned."""
+        control = self.cp_control.setdefault(charge_point_id, ChargerControl())
+        try:
+            await asyncio.sleep(RECONNECT_GRACE_S)
+            if control.generation != generation or not control.reconciling:
+                return  # it booted (the boot path sets it up), or connected again meanwhile
+            async with self._installs:
+                loaded = await load_charger(self._sessions, site_id, charge_point_id)
+                if loaded is None or not loaded[1].capabilities_read:
+                    return  # never booted with us: it must boot, which sets it up
+                if not self._gateway.is_connected(charge_point_id):
+                    return
+                config, info = loaded
+                t0 = time.perf_counter()
+                await self._install_default_on(config, info, replan=False)
+                if not control.controllable:
+                    return
+                running = await self._running(charge_point_id)
+                bounds = await self._in_force(config, info, running)
+                reasons = await self._unmanaged_before(list(bounds))
+                for (tx_id, evse), (low, high) in bounds.items():
+                    sc = self.tx_control.setdefault(tx_id, SessionControl((charge_point_id, evse)))
+                    # Sent again from the next plan (reinstalled), ordered by these bounds.
+                    sc.installed, sc.accepted_at, sc.audit_id = None, None, None
+                    sc.schedule, sc.floor = high, (None if low == high else low)
+                    sc.read_back = high is not None
+                    if tx_id in reasons:
+                        sc.unmanaged_reason = reasons[tx_id]
+                log.info(
+                    "reconciled after a reconnect without boot in %.2f s: %d running sessions, "
+                    "%d unmanaged",
+                    time.perf_counter() - t0,
+                    len(bounds),
+                    len(reasons),
+                    extra={"charge_point": charge_point_id},
+                )
+                if not self._gateway.is_connected(charge_point_id) or (
+                    control.controllable and control.default_limit_w is None
+                ):
+                    # Gone meanwhile, or its safety net not confirmed: read it all again when it
+                    # is back (until then, it reserves its maximum).
+                    control.known = False
+        finally:
+            if control.generation == generation and control.reconciling:
+                control.reconciling = False
+                self.request(site_id, "charger reconciled")
+
+    async def _running(self, charge_point_id: str) -> list[tuple[int, str, int]]:
+        """(id, OCPP id, connector / EVSE) of the charger's running transactions."""
+        async with self._sessions() as s:
+            rows = (
+                await s.exec(
+                    select(Transaction).where(
+                        Transaction.charge_point_id == charge_point_id,
+                        col(Transaction.active).is_(True),
+                    )
+                )
+            ).all()
+        return [
+            (t.id, t.ocpp_id, t.evse_id or t.connector_id or 1) for t in rows if t.id is not None
+        ]
+
+    async def _in_force(
+        self, config: SiteConfig, info: ChargerInfo, running: list[tuple[int, str, int]]
+    ) -> dict[tuple[int, int], tuple[PowerSchedule | None, PowerSchedule | None]]:
+        """(lowest, highest) limits in force per running transaction, (None, None) for "its
+        TxDefaultProfile" (nothing of ours installed for it): what a 2.0.1 station reports
+        installed (GetChargingProfiles), else what the charger says it will allow
+        (GetCompositeSchedule), else anything between 0 and its maximum."""
+        control = self.cp_control.setdefault(info.id, ChargerControl())
+        max_w = info.limits.max_power_w or config.default_charger_max_kw * 1000.0
+        fallback = max_w if control.default_limit_w is None else min(control.default_limit_w, max_w)
+        step_s = max(1, round(config.step.total_seconds()))
+        horizon_s = round(config.horizon_hours * 3600)
+        now = self._clock.now()
+        installed = None
+        if info.ocpp_version == "ocpp2.0.1" and running:
+            installed = await self._get_charging_profiles(info.id)
+        out: dict[tuple[int, int], tuple[PowerSchedule | None, PowerSchedule | None]] = {}
+        for tx_id, ocpp_id, evse in running:
+            found: tuple[PowerSchedule, PowerSchedule] | None = None
+            if installed is not None:
+                profile = next(
+                    (
+                        p
+                        for p in installed.get(evse, [])
+                        if p.get("chargingProfilePurpose") == "TxProfile"
+                        and str(p.get("transactionId")) == ocpp_id
+                    ),
+                    None,
+                )
+                if profile is None:
+                    out[(tx_id, evse)] = (None, None)  # none of ours: its TxDefaultProfile
+                    continue
+                schedules = profile.get("chargingSchedule")
+                if isinstance(schedules, list) and len(schedules) == 1:
+                    found = schedule_bounds(
+                        schedules[0],
+                        limits=info.limits,
+                        fallback_w=fallback,
+                        step_s=step_s,
+                        horizon_s=horizon_s,
+                        since=now,
+                    )
+            if found is None:
+                unit = choose_unit(info.capabilities)
+                result, _ = await self._call(
+                    info.id,
+                    "GetCompositeSchedule",
+                    _composite_request(info.ocpp_version, evse, unit, horizon_s),
+                )
+                composite = result.payload.get("chargingSchedule") or result.payload.get("schedule")
+                if result.ok and result.status == "Accepted" and isinstance(composite, dict):
+                    found = schedule_bounds(
+                        composite,
+                        limits=info.limits,
+                        fallback_w=fallback,
+                        step_s=step_s,
+                        horizon_s=horizon_s,
+                        default_start=now,
+                        since=now,
+                    )
+            if found is None:  # nothing readable: anything from 0 to its maximum
+                start = grid_start(now, step_s)
+                steps = max(1, horizon_s // step_s)
+                found = (
+                    PowerSchedule(start, step_s, (0.0,) * steps),
+                    PowerSchedule(start, step_s, (max_w,) * steps),
+                )
+            out[(tx_id, evse)] = found
+        return out
+
+    async def _get_charging_profiles(
+        self, charge_point_id: str
+    ) -> dict[int, list[dict[str, Any]]] | None:
+        """The TxProfiles a 2.0.1 station has installed, by EVSE (K09: GetChargingProfiles, then
+        one ReportChargingProfiles per EVSE until ``tbc`` is false); None when it did not say."""
+        self._request_id += 1
+        key = (charge_point_id, self._request_id)
+        reports = self._reports[key] = _ProfileReports()
+        try:
+            result, _ = await self._call(
+                charge_point_id,
+                "GetChargingProfiles",
+                {
+                    "requestId": self._request_id,
+                    "chargingProfile": {"chargingProfilePurpose": "TxProfile"},
+                },
+            )
+            if result.ok and result.status == "NoProfiles":
+                return {}
+            if not (result.ok and result.status == "Accepted"):
+                return None
+            try:
+                await asyncio.wait_for(reports.done.wait(), self._settings.call_timeout_s)
+            except TimeoutError:
+                return None
+            return reports.profiles
+        finally:
+            del self._reports[key]
+
+    def _on_profiles_reported(self, n: Notice) -> None:
+        report = n.data or {}
+        reports = self._reports.get((n.charge_point_id, report.get("requestId", -1)))
+        if reports is None:
+            return  # not ours, or too late
+        profiles = report.get("chargingProfile")
+        if isinstance(profiles, list):
+            reports.profiles.setdefault(n.evse_id, []).extend(
+                p for p in profiles if isinstance(p, dict)
+            )
+        if not report.get("tbc"):
+            reports.done.set()
+
+    async def _unmanaged_before(self, sessions: list[tuple[int, int]]) -> dict[int, str]:
+        """Why sessions were unmanaged before the restart, from the audit log: found
+        non-compliant, or their profile Rejected. An error (no answer, a CALLERROR) made them
+        unmanaged only until the charger reconnects, which it just did. Kept in memory only;
+        forgetting it would plan a charger that ignores its limits again until the meters catch
+        it anew."""
+        tx_ids = [tx_id for tx_id, _ in sessions]
+        if not tx_ids:
+            return {}
+        async with self._sessions() as s:
+            rows = (
+                await s.exec(
+                    select(ProfileAudit)
+                    .where(
+                        col(ProfileAudit.transaction_id).in_(tx_ids),
+                        ProfileAudit.purpose == "TxProfile",
+                        col(ProfileAudit.status).not_in(["held"]),
+                        ProfileAudit.phase != "skipped",
+                    )
+                    .order_by(col(ProfileAudit.id))
+                )
+            ).all()
+        last = {row.transaction_id: row for row in rows if row.transaction_id is not None}
+        out: dict[int, str] = {}
+        for tx_id, row in last.items():
+            if (row.verification or "").startswith("non-compliant"):
+                out[tx_id] = row.verification or ""
+            elif row.status == "Rejected":
+                out[tx_id] = "TxProfile not accepted (Rejected)"
+        return out
 
     async def _verify(self, change: _Change, audit_id: int, *, second_look: bool = True) -> None:
         """Ask the charger what it will really allow (GetCompositeSchedule) and record whether it
@@ -1007,10 +1291,114 @@ class SmartCharging:
         await self.audit.set_verification(audit_id, verdict, now)
 
 
-def _composite_request(version: str, evse: int, unit: str) -> dict[str, Any]:
+def direction_within(
+    low: PowerSchedule | None,
+    high: PowerSchedule | None,
+    new: PowerSchedule,
+    fallback_w: float,
+    window: tuple[datetime, datetime],
+) -> Direction:
+    """``direction`` when the limits in force are known only to lie between ``low`` and ``high``
+    (read back after a restart): a decrease only if the new limits are never above the lowest
+    they may be, an increase only if never below the highest; else "mixed" (lowered first to
+    ``low``, which is below whatever is in force)."""
+    if low is high:
+        return direction(high, new, fallback_w, window)
+    if direction(low, new, fallback_w, window) == "decrease":
+        return "decrease"
+    if direction(high, new, fallback_w, window) == "increase":
+        return "increase"
+    return "mixed"
+
+
+def _enforced(schedule: PowerSchedule, ch: ChargerInfo) -> PowerSchedule:
+    """The watts a charger enforces under a profile built from ``schedule`` (limits truncated
+    down in its unit, 0 below its minimum current)."""
+    unit = choose_unit(ch.capabilities)
+    return PowerSchedule(
+        schedule.start,
+        schedule.step_s,
+        tuple(
+            limit_to_watts(
+                limit_in_unit(w, unit=unit, limits=ch.limits), unit=unit, limits=ch.limits
+            )
+            for w in schedule.watts
+        ),
+    )
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else None
+
+
+def schedule_bounds(
+    schedule: dict[str, Any],
+    *,
+    limits: ChargerLimits,
+    fallback_w: float,
+    step_s: int,
+    horizon_s: int,
+    default_start: datetime | None = None,
+    since: datetime | None = None,
+) -> tuple[PowerSchedule, PowerSchedule] | None:
+    """(lowest, highest) watts per planning step that a charging schedule allows (a profile's
+    ``chargingSchedule`` or a composite schedule, camelCase, either version), on the site's grid
+    of ``step_s``; before its start and after its end ``fallback_w`` applies (the
+    TxDefaultProfile). Without a ``startSchedule`` it starts at ``default_start`` (a composite
+    schedule starts now); without a ``duration`` it holds ``horizon_s``. Steps over before
+    ``since`` are left out. None if unreadable."""
+    start = _time(schedule.get("startSchedule") or schedule.get("scheduleStart")) or default_start
+    periods = schedule.get("chargingSchedulePeriod")
+    if start is None or not isinstance(periods, list) or not periods:
+        return None
+    unit: RateUnit = "W" if schedule.get("chargingRateUnit") == "W" else "A"
+    try:
+        points = sorted(
+            (
+                int(p["startPeriod"]),
+                limit_to_watts(float(p["limit"]), unit=unit, limits=limits),
+            )
+            for p in periods
+        )
+        duration = schedule.get("duration")
+        length = int(duration) if duration is not None else horizon_s
+    except (KeyError, TypeError, ValueError):
+        return None
+    end = start + timedelta(seconds=max(length, 0))
+
+    def at(t: datetime) -> float:
+        if t < start or t >= end:
+            return fallback_w
+        offset = (t - start).total_seconds()
+        watts = fallback_w  # before the first period (startPeriod should be 0)
+        for begin, w in points:
+            if begin <= offset:
+                watts = w
+        return watts
+
+    changes = [start, end, *(start + timedelta(seconds=b) for b, _ in points)]
+    first = grid_start(max(min(start, end), since or start), step_s)
+    steps = max(1, math.ceil((end - first).total_seconds() / step_s))
+    step = timedelta(seconds=step_s)
+    lows, highs = [], []
+    for k in range(steps):
+        a, b = first + k * step, first + (k + 1) * step
+        values = [at(a), *(at(c) for c in changes if a < c < b)]
+        lows.append(max(0.0, min(values)))
+        highs.append(max(0.0, *values))
+    return PowerSchedule(first, step_s, tuple(lows)), PowerSchedule(first, step_s, tuple(highs))
+
+
+def _composite_request(version: str, evse: int, unit: str, duration: int = 60) -> dict[str, Any]:
     if version == "ocpp1.6":
-        return {"connectorId": evse, "duration": 60, "chargingRateUnit": unit}
-    return {"evseId": evse, "duration": 60, "chargingRateUnit": unit}
+        return {"connectorId": evse, "duration": duration, "chargingRateUnit": unit}
+    return {"evseId": evse, "duration": duration, "chargingRateUnit": unit}
 
 
 def _composite_limit_now(answer: dict[str, Any]) -> tuple[float, RateUnit, datetime | None] | None:

@@ -2,17 +2,22 @@
 
 Version-neutral: it takes domain events (csms.domain.events) and never sees OCPP payloads. Every
 operation is idempotent where a charger may resend (after a reconnect), so nothing is counted twice.
+That is also what lets the operations marked ``@retried`` run again while the database is away for
+a moment (a PostgreSQL restart): a commit whose answer was lost may have been applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import logging
-from collections.abc import Sequence
+import os
+import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, insert, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -21,6 +26,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from csms.db.engine import retried, retry_transient
 from csms.db.models import (
     ChargePoint,
     Connector,
@@ -53,6 +59,10 @@ from csms.services.passwords import hash_password, verify_password
 log = logging.getLogger(__name__)
 
 CLOSED_BY_REBOOT = "ChargerRebooted"
+# Password hashes (scrypt, ~50 ms of CPU and 16 MB each) computed at once: one per core.
+SCRYPT_SLOTS = max(1, os.cpu_count() or 1)
+
+T = TypeVar("T")
 
 
 @functools.cache
@@ -94,6 +104,12 @@ class StationService:
         self.notifier = notifier or Notifier()
         self.allow_unknown_chargers = allow_unknown_chargers
         self.accept_unknown_id_tokens = accept_unknown_id_tokens
+        self._verified: dict[str, tuple[str, bytes]] = {}  # see _remembered
+        self._verified_key = secrets.token_bytes(32)
+        self._scrypt_slots = asyncio.Semaphore(SCRYPT_SLOTS)
+        # Connections begun per charger, and a lock per charger: see disconnected().
+        self._connects: dict[str, int] = {}
+        self._connection_locks: dict[str, asyncio.Lock] = {}
 
     # --- registration and authentication (security profile 1) ------------------------------
 
@@ -136,6 +152,7 @@ class StationService:
             cp.voltage_v = voltage_v
             s.add(cp)
 
+    @retried
     async def check_credentials(self, charge_point_id: str, password: str | None) -> bool:
         """May this charger connect? Unknown chargers only with self-registration on."""
         async with self._sessions() as s:
@@ -146,24 +163,76 @@ class StationService:
             # without one: only while self-registration is allowed.
             return not cp.self_registered or self.allow_unknown_chargers
         assert stored is not None
+        if cp is not None and password is not None and self._remembered(cp.id, stored, password):
+            return True  # verified before by this process (a reconnect): no scrypt again
         # scrypt takes tens of milliseconds: off the event loop. Unknown ids pay the same cost so
         # that the answer's timing does not tell which ids exist.
-        ok = password is not None and await asyncio.to_thread(verify_password, password, stored)
+        ok = password is not None and await self._scrypt(verify_password, password, stored)
+        if ok and cp is not None and password is not None:
+            self._remember(cp.id, stored, password)
         return ok if cp is not None else self.allow_unknown_chargers
+
+    # A reconnect storm (every charger back at once after a network blip) would cost one scrypt
+    # per charger: tens of seconds of CPU for a thousand. A password this process has verified is
+    # remembered as an HMAC under a random per-process key, with the hash it was checked against,
+    # so a reconnect with the same password is checked in microseconds. Only a correct password
+    # can match (a wrong one takes the full scrypt path, timing unchanged), and a changed
+    # password changes the stored hash, so the old entry no longer matches.
+
+    def _remembered(self, charge_point_id: str, stored: str, password: str) -> bool:
+        entry = self._verified.get(charge_point_id)
+        return (
+            entry is not None
+            and entry[0] == stored
+            and hmac.compare_digest(entry[1], self._mac(password))
+        )
+
+    def _remember(self, charge_point_id: str, stored: str, password: str) -> None:
+        self._verified[charge_point_id] = (stored, self._mac(password))
+
+    def _mac(self, password: str) -> bytes:
+        return hmac.digest(self._verified_key, password.encode(), "sha256")
+
+    async def _scrypt(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a password hash in a worker thread, at most SCRYPT_SLOTS at a time. Waiting for a
+        slot here, not in the thread pool's queue, means a handshake abandoned meanwhile (its
+        charger timed out) is cancelled before it costs any CPU, and the pool stays free for
+        other work (the planner's solves)."""
+        async with self._scrypt_slots:
+            return await asyncio.to_thread(fn, *args)
+
+    async def may_connect_with_certificate(self, charge_point_id: str) -> bool:
+        """Security profile 3: TLS has verified the charger's certificate and the server its
+        commonName; is this charger known (or may it register itself)? The certificate is its
+        credential, as a password is under profiles 1 and 2."""
+        async with self._sessions() as s:
+            cp = await s.get(ChargePoint, charge_point_id)
+        return cp is not None or self.allow_unknown_chargers
 
     # --- connection and boot --------------------------------------------------------------
 
     async def connected(self, charge_point_id: str, version: str, password: str | None) -> None:
         """A charger connected (self-registering it when allowed and unknown)."""
+        # Counted before any await, so that the disconnect of this charger's previous connection,
+        # if still being written, sees that a newer one has begun (see disconnected).
+        self._connects[charge_point_id] = self._connects.get(charge_point_id, 0) + 1
+        await retry_transient(
+            functools.partial(self._connected, charge_point_id, version, password),
+            "StationService.connected",
+        )
+
+    async def _connected(self, charge_point_id: str, version: str, password: str | None) -> None:
         now = self._clock.now()
-        async with self._sessions.begin() as s:
+        hashed: str | None = None
+        if password:
+            async with self._sessions() as s:
+                known = await s.get(ChargePoint, charge_point_id) is not None
+            if not known:  # scrypt: off the event loop, and outside the transaction
+                hashed = await self._scrypt(hash_password, password)
+        async with self._connection_lock(charge_point_id), self._sessions.begin() as s:
             cp = await s.get(ChargePoint, charge_point_id)
             if cp is None:
-                cp = ChargePoint(
-                    id=charge_point_id,
-                    password_hash=hash_password(password) if password else None,
-                    self_registered=True,
-                )
+                cp = ChargePoint(id=charge_point_id, password_hash=hashed, self_registered=True)
                 log.info("self-registered new charger", extra={"charge_point": charge_point_id})
             cp.connected = True
             cp.ocpp_version = version
@@ -171,21 +240,42 @@ class StationService:
             s.add(cp)
         self.notifier.publish(Notice("connected", charge_point_id, at=now))
 
+    @retried
     async def mark_all_disconnected(self) -> None:
         """At start (single process): no charger is connected yet, whatever a crash left behind."""
         async with self._sessions.begin() as s:
             await (await s.connection()).execute(update(ChargePoint).values(connected=False))
 
     async def disconnected(self, charge_point_id: str) -> None:
-        """A charger's connection closed."""
-        async with self._sessions.begin() as s:
-            await (await s.connection()).execute(
-                update(ChargePoint)
-                .where(col(ChargePoint.id) == charge_point_id)
-                .values(connected=False)
-            )
+        """A charger's connection closed.
+
+        A charger that reconnects at once (a network blip) may have its new connection recorded
+        while the old one's disconnect is still waiting for the database; written after it, that
+        disconnect would mark a connected charger offline. So the disconnect is skipped when a
+        newer connection began since it was called, and both writes of one charger take turns.
+        """
+        ticket = self._connects.get(charge_point_id, 0)
+        await retry_transient(
+            functools.partial(self._disconnected, charge_point_id, ticket),
+            "StationService.disconnected",
+        )
+
+    async def _disconnected(self, charge_point_id: str, ticket: int) -> None:
+        async with self._connection_lock(charge_point_id):
+            if self._connects.get(charge_point_id, 0) != ticket:
+                return  # a newer connection of this charger began meanwhile
+            async with self._sessions.begin() as s:
+                await (await s.connection()).execute(
+                    update(ChargePoint)
+                    .where(col(ChargePoint.id) == charge_point_id)
+                    .values(connected=False)
+                )
         self.notifier.publish(Notice("disconnected", charge_point_id, at=self._clock.now()))
 
+    def _connection_lock(self, charge_point_id: str) -> asyncio.Lock:
+        return self._connection_locks.setdefault(charge_point_id, asyncio.Lock())
+
+    @retried
     async def booted(self, charge_point_id: str, boot: Booted) -> list[int]:
         """BootNotification: store identity; close transactions the reboot cut short.
 
@@ -225,6 +315,7 @@ class StationService:
         self.notifier.publish(Notice("booted", charge_point_id, at=now))
         return closed
 
+    @retried
     async def seen(self, charge_point_id: str) -> None:
         """Heartbeat or any message: the charger is alive."""
         async with self._sessions.begin() as s:
@@ -234,6 +325,7 @@ class StationService:
                 .values(last_seen=self._clock.now())
             )
 
+    @retried
     async def save_capabilities(self, charge_point_id: str, capabilities: dict[str, Any]) -> None:
         """Store what the charger said it can do for smart charging."""
         async with self._sessions.begin() as s:
@@ -243,6 +335,7 @@ class StationService:
                 s.add(cp)
         self.notifier.publish(Notice("capabilities", charge_point_id, at=self._clock.now()))
 
+    @retried
     async def status_changed(self, charge_point_id: str, status: StatusChanged) -> None:
         """StatusNotification: keep the newest status per connector (older ones are ignored)."""
         async with self._sessions.begin() as s:
@@ -273,6 +366,7 @@ class StationService:
 
     # --- tokens --------------------------------------------------------------------------
 
+    @retried
     async def authorize(self, id_tag: str | None) -> str:
         """Accepted, Blocked or Invalid (unknown tokens: per accept_unknown_id_tokens)."""
         if id_tag is None:
@@ -290,6 +384,7 @@ class StationService:
 
     # --- transactions ----------------------------------------------------------------------
 
+    @retried
     async def start_transaction(
         self, charge_point_id: str, version: str, start: TransactionStarted
     ) -> StartResult:
@@ -339,6 +434,7 @@ class StationService:
             )
         return result
 
+    @retried
     async def stop_transaction(self, charge_point_id: str, end: TransactionEnded) -> bool:
         """1.6 StopTransaction (or a 2.0.1 Ended event). Idempotent; False if unknown."""
         async with self._sessions.begin() as s:
@@ -359,6 +455,7 @@ class StationService:
         self.notifier.publish(notice)
         return True
 
+    @retried
     async def transaction_event(
         self, charge_point_id: str, version: str, ev: TransactionEventReceived
     ) -> EventResult:
@@ -437,6 +534,7 @@ class StationService:
         self.notifier.publish(notice)
         return EventResult(status, duplicate=False)
 
+    @retried
     async def meter_values(
         self,
         charge_point_id: str,
@@ -489,6 +587,21 @@ class StationService:
             self.notifier.publish(notice)
         return stored
 
+    def profiles_reported(self, charge_point_id: str, report: dict[str, Any]) -> None:
+        """ReportChargingProfiles (2.0.1 K09): what a station says is installed, for whoever asked
+        with GetChargingProfiles (the planning loop, after a restart). Nothing is stored."""
+        evse = report.get("evseId")
+        self.notifier.publish(
+            Notice(
+                "profiles_reported",
+                charge_point_id,
+                evse if isinstance(evse, int) else 0,
+                at=self._clock.now(),
+                data=report,
+            )
+        )
+
+    @retried
     async def needs_reported(self, charge_point_id: str, needs: NeedsReported) -> bool:
         """NotifyEVChargingNeeds: attach to the active transaction on that EVSE."""
         async with self._sessions.begin() as s:
@@ -538,6 +651,7 @@ class StationService:
             )
             return int(result.rowcount or 0)
 
+    @retried
     async def record_command(
         self, charge_point_id: str, action: str, request: dict[str, Any], result: CommandResult
     ) -> None:
