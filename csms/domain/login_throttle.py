@@ -160,6 +160,32 @@ class LoginGuard:
             LoginThrottle(address, clock) if address is not None else None,
         )
 
+    @classmethod
+    def from_limits(
+        cls,
+        *,
+        per_identity: int,
+        per_address: int,
+        window_s: float,
+        lockout_s: float,
+        max_lockout_s: float,
+        clock: Clock,
+    ) -> LoginGuard:
+        """A guard allowing ``per_identity`` failures per id or name and ``per_address`` per
+        remote address (0: no limit per address) within the same window and lockouts."""
+
+        def policy(max_failures: int) -> ThrottlePolicy:
+            return ThrottlePolicy(
+                max_failures=max_failures,
+                window_s=window_s,
+                lockout_s=lockout_s,
+                max_lockout_s=max_lockout_s,
+            )
+
+        return cls.create(
+            policy(per_identity), policy(per_address) if per_address > 0 else None, clock
+        )
+
     def retry_after(self, identity: str, address: str | None) -> float | None:
         """Seconds until this attempt may be made, or None when it may be made now."""
         waits = [self.by_identity.retry_after(identity)]

@@ -39,7 +39,6 @@ from websockets.http11 import Request, Response
 from csms.domain.clock import Clock, SystemClock
 from csms.domain.login_throttle import (
     LoginGuard,
-    ThrottlePolicy,
     address_key,
     retry_after_header,
 )
@@ -131,23 +130,14 @@ def certificate_problem(peercert: Mapping[str, Any] | None, charge_point_id: str
 
 def login_guard(settings: OcppSettings, clock: Clock) -> LoginGuard:
     """The Basic-auth throttle the settings ask for."""
-    per_id = ThrottlePolicy(
-        max_failures=settings.auth_max_failures,
+    return LoginGuard.from_limits(
+        per_identity=settings.auth_max_failures,
+        per_address=settings.auth_max_failures_per_address,
         window_s=settings.auth_failure_window_s,
         lockout_s=settings.auth_lockout_s,
         max_lockout_s=settings.auth_max_lockout_s,
+        clock=clock,
     )
-    per_address = (
-        ThrottlePolicy(
-            max_failures=settings.auth_max_failures_per_address,
-            window_s=settings.auth_failure_window_s,
-            lockout_s=settings.auth_lockout_s,
-            max_lockout_s=settings.auth_max_lockout_s,
-        )
-        if settings.auth_max_failures_per_address > 0
-        else None
-    )
-    return LoginGuard.create(per_id, per_address, clock)
 
 
 class OcppServer:

@@ -18,7 +18,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from csms.domain.clock import SystemClock
 from csms.domain.login_throttle import (
     LoginGuard,
-    ThrottlePolicy,
     address_key,
     retry_after_header,
 )
@@ -35,23 +34,14 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 def login_guard(settings: WebSettings) -> LoginGuard:
     """The sign-in throttle the settings ask for (on wall-clock time: people and attackers
     guess in real time, whatever speed a replay runs at)."""
-    per_name = ThrottlePolicy(
-        max_failures=settings.login_max_failures,
+    return LoginGuard.from_limits(
+        per_identity=settings.login_max_failures,
+        per_address=settings.login_max_failures_per_address,
         window_s=settings.login_failure_window_s,
         lockout_s=settings.login_lockout_s,
         max_lockout_s=settings.login_max_lockout_s,
+        clock=SystemClock(),
     )
-    per_address = (
-        ThrottlePolicy(
-            max_failures=settings.login_max_failures_per_address,
-            window_s=settings.login_failure_window_s,
-            lockout_s=settings.login_lockout_s,
-            max_lockout_s=settings.login_max_lockout_s,
-        )
-        if settings.login_max_failures_per_address > 0
-        else None
-    )
-    return LoginGuard.create(per_name, per_address, SystemClock())
 
 
 def _guard(request: Request, settings: WebSettings) -> LoginGuard:
