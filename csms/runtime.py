@@ -13,6 +13,8 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from csms.cluster.node import ClusterNode, join
+from csms.cluster.sweeper import ConnectionSweeper
 from csms.db.engine import create_engine, session_factory
 from csms.db.migrate import upgrade_to_head
 from csms.domain.clock import Clock, ScaledClock, SystemClock
@@ -20,7 +22,8 @@ from csms.ocpp.gateway import OcppGateway
 from csms.ocpp.redact import RedactingRecorder
 from csms.ocpp.server import OcppServer
 from csms.ports import ChargerGateway
-from csms.services.notifications import Notifier
+from csms.services.notifications import Notice, Notifier
+from csms.services.site_state import site_ids
 from csms.services.sites import SiteService
 from csms.services.smart_charging import SmartCharging
 from csms.services.stations import StationService
@@ -47,6 +50,7 @@ class Runtime:
     smart: SmartCharging
     sites: SiteService
     users: UserService
+    cluster: ClusterNode | None = None  # cluster mode (settings.cluster.redis_url set)
 
 
 def make_clock(settings: ClockSettings) -> Clock:
@@ -58,7 +62,8 @@ def make_clock(settings: ClockSettings) -> Clock:
 
 @contextlib.asynccontextmanager
 async def run(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Runtime]:
-    """Migrate the database, start the OCPP endpoint; on exit close connections and flush."""
+    """Migrate the database, join the cluster (cluster mode), start the OCPP endpoint; on exit
+    close connections, leave the cluster and flush."""
     clock = clock or make_clock(settings.clock)
     engine = create_engine(settings.database.url, echo=settings.database.echo_sql)
     try:
@@ -72,33 +77,86 @@ async def run(settings: Settings, clock: Clock | None = None) -> AsyncIterator[R
             accept_unknown_id_tokens=settings.ocpp.accept_unknown_id_tokens,
             notifier=notifier,
         )
-        await stations.mark_all_disconnected()  # whatever a crash left behind
         server = OcppServer(settings.ocpp, stations, clock)
-        gateway = OcppGateway(server, RedactingRecorder(stations))  # no secrets in outbound_call
-        smart = SmartCharging(sessions, clock, gateway, notifier, settings.smart_charging)
-        sites = SiteService(sessions, clock, notifier)
-        runtime = Runtime(
-            settings,
-            engine,
-            sessions,
-            clock,
-            stations,
-            server,
-            gateway,
-            notifier,
-            smart,
-            sites,
-            UserService(sessions, clock),
-        )
-        async with server.running(), asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(_prune_forever(runtime)), tg.create_task(smart.run())]
-            try:
-                yield runtime
-            finally:
-                for task in tasks:
-                    task.cancel()
+        local = OcppGateway(server, RedactingRecorder(stations))  # no secrets in outbound_call
+        async with _cluster(settings, local, notifier, server) as node:
+            gateway: ChargerGateway = local if node is None else node.gateway
+            smart = SmartCharging(
+                sessions,
+                clock,
+                gateway,
+                notifier,
+                settings.smart_charging,
+                leadership=None if node is None else node.leases,
+            )
+            if node is None:
+                await stations.mark_all_disconnected()  # whatever a crash left behind
+            else:
+                server.hooks = node.presence
+                node.leases.listen(smart.leadership_gained, smart.leadership_lost)
+            runtime = Runtime(
+                settings,
+                engine,
+                sessions,
+                clock,
+                stations,
+                server,
+                gateway,
+                notifier,
+                smart,
+                SiteService(sessions, clock, notifier),
+                UserService(sessions, clock),
+                node,
+            )
+            async with server.running(), asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(_prune_forever(runtime)), tg.create_task(smart.run())]
+                if node is not None:
+                    sweeper = ConnectionSweeper(node.presence.presence, stations, clock)
+                    tasks.append(tg.create_task(sweeper.run()))
+                    tasks.append(tg.create_task(_lead_every_site(runtime, node)))
+                try:
+                    yield runtime
+                finally:
+                    for task in tasks:
+                        task.cancel()
     finally:
         await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _cluster(
+    settings: Settings, local: OcppGateway, notifier: Notifier, server: OcppServer
+) -> AsyncIterator[ClusterNode | None]:
+    """Cluster mode: this worker joined (presence, routing, events, leases); else None."""
+    if not settings.cluster.enabled:
+        yield None
+        return
+    async with join(settings.cluster, local, notifier, on_charger_lost=server.drop) as node:
+        yield node
+
+
+async def _lead_every_site(rt: Runtime, node: ClusterNode) -> None:
+    """Compete for the lease of every site, now and whenever sites change (on any worker: site
+    notices reach every worker)."""
+    changed = asyncio.Event()
+
+    def on_notice(n: Notice) -> None:
+        if n.kind == "site":
+            changed.set()
+
+    unsubscribe = rt.notifier.subscribe(on_notice)
+    try:
+        while True:
+            changed.clear()
+            try:
+                node.leases.set_sites(await site_ids(rt.sessions))
+            except Exception:  # the database may be away: the next change or minute tries again
+                log.exception("reading the sites to lead failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(60.0):
+                    await changed.wait()
+    finally:
+        unsubscribe()
 
 
 async def _prune_forever(rt: Runtime) -> None:

@@ -6,12 +6,15 @@ field, e.g. ``CSMS_OCPP__PORT=9100`` or ``CSMS_DATABASE__URL=postgresql://postgr
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from csms.cluster.settings import ClusterSettings
 
 
 class OcppSettings(BaseModel):
@@ -79,6 +82,13 @@ class OcppSettings(BaseModel):
     message_burst: int = Field(
         100, ge=1, description="frames a connection may send at once before the rate applies"
     )
+    trusted_proxies: str = Field(
+        "",
+        max_length=2000,
+        description="comma-separated addresses of load balancers (e.g. nginx in cluster mode) "
+        "whose X-Forwarded-For header names the charger's real address, for the login "
+        "throttles and logs; empty: the peer address is the charger's",
+    )
 
     @model_validator(mode="after")
     def _security_is_consistent(self) -> Self:
@@ -86,6 +96,23 @@ class OcppSettings(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _proxies_are_addresses(self) -> Self:
+        for item in self.proxy_addresses:
+            try:
+                ipaddress.ip_address(item)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {item!r} is not an IP address (give addresses, "
+                    "comma-separated, e.g. 127.0.0.1,::1)"
+                ) from None
+        return self
+
+    @property
+    def proxy_addresses(self) -> list[str]:
+        """``trusted_proxies`` as a list."""
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
     @property
     def effective_security_profile(self) -> int:
@@ -308,5 +335,6 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     clock: ClockSettings = Field(default_factory=ClockSettings)
     smart_charging: SmartChargingSettings = Field(default_factory=SmartChargingSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from csms.cluster.keys import Keys, raise_if_cancelled, text
 from csms.cluster.settings import ClusterSettings
+from csms.domain.leadership import Fence
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +71,6 @@ return 1
 
 # Redis expires keys by its own clock; ours may run a little faster (Redlock's drift allowance).
 _DRIFT = 0.01
-
-
-@dataclass(frozen=True, slots=True)
-class Fence:
-    """What a dispatch is made under: a site's lease, by token and holder. Travels with routed
-    commands so the worker holding the charger checks it last."""
-
-    site_id: str
-    token: int
-    worker_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +182,11 @@ class LeaseKeeper:
         self._valid_until: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._interval_s = leases.ttl_s / 3
+
+    def listen(self, on_gain: GainCallback | None, on_loss: LossCallback | None) -> None:
+        """Who to tell of gains and losses from now on (the smart-charging loop, built after the
+        cluster is joined)."""
+        self._on_gain, self._on_loss = on_gain, on_loss
 
     def set_sites(self, sites: Iterable[str]) -> None:
         """The sites to lead from now on (sites dropped are released at the next tick)."""

@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -185,6 +185,13 @@ class Presence:
         """The worker holding the charger (alive or not: see ``is_alive``), or None."""
         return worker_of(text(await self.redis.get(self.keys.presence(charge_point_id))))
 
+    async def holders(self, charge_point_ids: Sequence[str]) -> dict[str, str | None]:
+        """The worker holding each charger (alive or not), or None; one round trip."""
+        if not charge_point_ids:
+            return {}
+        values = await self.redis.mget([self.keys.presence(cp) for cp in charge_point_ids])
+        return {cp: worker_of(text(v)) for cp, v in zip(charge_point_ids, values, strict=True)}
+
     async def chargers_of(self, worker_id: str) -> list[str]:
         """The chargers a worker holds, sorted."""
         found = await self._chargers_of(
@@ -262,19 +269,26 @@ class PresenceKeeper:
             return
         log.info("presence claimed", extra={"charge_point": charge_point_id})
 
-    async def disconnected(self, charge_point_id: str) -> None:
-        """A charger's socket here is gone (and no newer one here replaced it)."""
+    async def disconnected(self, charge_point_id: str) -> bool:
+        """A charger's socket here is gone (and no newer one here replaced it). False when another
+        worker holds the charger now: its newer connection is theirs to record."""
+        was_unclaimed = charge_point_id in self._unclaimed
         self._unclaimed.discard(charge_point_id)
         claim = self._claims.pop(charge_point_id, None)
         if claim is None:
-            return
+            # Never claimed (Redis was away: ours), or lost to another worker (theirs).
+            return was_unclaimed
         try:
-            released = await self.presence.release(claim)
+            if await self.presence.release(claim):
+                return True
+            holder = await self.presence.holder(charge_point_id)
         except RedisError as exc:  # the claim expires on its own
             log.warning("presence release failed: %s", exc, extra={"charge_point": charge_point_id})
-            return
-        if not released:
-            log.info("presence already taken over", extra={"charge_point": charge_point_id})
+            return True
+        if holder is None or holder == self.presence.worker_id:
+            return True  # expired meanwhile: nobody else holds it
+        log.info("presence already taken over", extra={"charge_point": charge_point_id})
+        return False
 
     async def beat(self) -> None:
         """One heartbeat, the claims Redis missed, and one refresh of every claim."""

@@ -39,10 +39,10 @@ from csms.cluster.codec import (
     loads,
 )
 from csms.cluster.keys import BLOCK_S, Keys, raise_if_cancelled
-from csms.cluster.leadership import Fence
 from csms.cluster.presence import Presence, PresenceDirectory
 from csms.cluster.settings import ClusterSettings
 from csms.domain.commands import Command, CommandResult
+from csms.domain.leadership import Fence
 from csms.ports import ChargerGateway
 
 log = logging.getLogger(__name__)

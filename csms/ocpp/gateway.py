@@ -16,6 +16,7 @@ from ocpp.v201 import call as call201
 from websockets.exceptions import ConnectionClosed
 
 from csms.domain.commands import Command, CommandResult
+from csms.domain.leadership import Fence
 from csms.ocpp.commands import CommandMappingError, to_call_16, to_call_201
 from csms.ocpp.server import OcppServer
 
@@ -43,9 +44,12 @@ class OcppGateway:
         """Is the charger connected to this process?"""
         return charge_point_id in self._server.connections
 
-    async def send(self, charge_point_id: str, command: Command) -> CommandResult:
+    async def send(
+        self, charge_point_id: str, command: Command, *, fence: Fence | None = None
+    ) -> CommandResult:
         """Send, wait for the answer or the timeout, record, return (never raises for the charger's
-        errors: they come back in the result)."""
+        errors: they come back in the result). ``fence`` is not checked here: in a single process
+        nobody else dispatches, and in a cluster ``ClusterGateway`` checks it before this call."""
         cp = self._server.connections.get(charge_point_id)
         action: str = type(command).__name__
         payload: dict[str, Any] = {}

@@ -24,9 +24,9 @@ import binascii
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from ocpp.v16.enums import Action as Action16
@@ -140,6 +140,20 @@ def login_guard(settings: OcppSettings, clock: Clock) -> LoginGuard:
     )
 
 
+class ConnectionHooks(Protocol):
+    """Told of every charger connection this process serves (cluster mode: presence in Redis,
+    csms.cluster.presence.PresenceKeeper)."""
+
+    async def connected(self, charge_point_id: str) -> None:
+        """A charger's socket is served here from now on."""
+        ...
+
+    async def disconnected(self, charge_point_id: str) -> bool:
+        """Its socket here closed; False when another process serves the charger now (then its
+        state is that process's to record)."""
+        ...
+
+
 class OcppServer:
     """Accepts charger connections and keeps the registry of who is connected where."""
 
@@ -162,6 +176,9 @@ class OcppServer:
         self.connections: dict[str, ChargePointConnection] = {}
         self._sockets: dict[str, ServerConnection] = {}
         self._server: Server | None = None
+        self.trusted = frozenset(settings.proxy_addresses)
+        self.hooks: ConnectionHooks | None = None  # set before running, in cluster mode
+        self._taken_over: set[ServerConnection] = set()
 
     @property
     def port(self) -> int:
@@ -251,7 +268,7 @@ class OcppServer:
         log.warning(
             "refused charger: %s (from %s)",
             problem,
-            _host(connection),
+            _host(connection, self.trusted),
             extra={"charge_point": cp_id},
         )
         return connection.respond(HTTPStatus.FORBIDDEN, "certificate not accepted\n")
@@ -260,13 +277,13 @@ class OcppServer:
         self, connection: ServerConnection, request: Request, cp_id: str
     ) -> Response | None:
         """Profiles 1 and 2: HTTP Basic auth, throttled."""
-        address = address_key(_host(connection))
+        address = address_key(_host(connection, self.trusted))
         wait = self.guard.retry_after(cp_id, address)
         if wait is not None:
             # Refused before the password is looked at: no scrypt for an attacker to make us do.
             log.debug(
                 "refused charger: locked out after failed logins (from %s)",
-                _host(connection),
+                _host(connection, self.trusted),
                 extra={"charge_point": cp_id},
             )
             return self._too_many(connection, wait)
@@ -277,7 +294,7 @@ class OcppServer:
             return None
         log.warning(
             "refused charger: unknown or wrong password (from %s)",
-            _host(connection),
+            _host(connection, self.trusted),
             extra={"charge_point": cp_id},
         )
         # Only a password that was tried counts: no credentials at all guesses nothing (and a
@@ -287,7 +304,7 @@ class OcppServer:
             log.warning(
                 "charger logins locked out for %.0f s after repeated failures (from %s)",
                 lockout,
-                _host(connection),
+                _host(connection, self.trusted),
                 extra={"charge_point": cp_id},
             )
             return self._too_many(connection, lockout)
@@ -345,6 +362,10 @@ class OcppServer:
         cp._response_timeout = self.settings.response_timeout_s
         self.connections[cp_id] = cp
         try:
+            if self.hooks is not None:
+                # Claimed before the "connected" notice goes out: a leader on another worker that
+                # reacts to it must find the charger's socket here.
+                await self.hooks.connected(cp_id)
             await self.service.connected(cp_id, version, password)
             log.info("charger connected", extra={"charge_point": cp_id, "ocpp_version": version})
             async with asyncio.TaskGroup() as tg:
@@ -358,8 +379,26 @@ class OcppServer:
             if self._sockets.get(cp_id) is ws:
                 del self._sockets[cp_id]
                 del self.connections[cp_id]
-                await self.service.disconnected(cp_id)
+                ours = ws not in self._taken_over
+                if ours and self.hooks is not None:
+                    ours = await self.hooks.disconnected(cp_id)
+                if ours:
+                    await self.service.disconnected(cp_id)
+            self._taken_over.discard(ws)
             log.info("charger disconnected", extra={"charge_point": cp_id})
+
+    def drop(self, charge_point_id: str) -> None:
+        """Close a charger's socket here because another process serves it now (its newer
+        connection reached another worker): nothing is recorded for it here."""
+        ws = self._sockets.get(charge_point_id)
+        if ws is None:
+            return
+        log.warning(
+            "charger now served by another worker: closing its old socket here",
+            extra={"charge_point": charge_point_id},
+        )
+        self._taken_over.add(ws)
+        ws.transport.abort()
 
     async def _after_boot(self, cp: ChargePointConnection) -> None:
         """Once the charger has booted, read its smart-charging capabilities (own task: calls
@@ -373,7 +412,23 @@ class OcppServer:
         await self.service.save_capabilities(cp.id, caps)
 
 
-def _host(connection: ServerConnection) -> str | None:
-    """The remote host of a connection (None if the socket is already gone)."""
+def _host(connection: ServerConnection, trusted: Collection[str] = ()) -> str | None:
+    """The remote host of a connection (None if the socket is already gone): the peer, or, when
+    the peer is a trusted proxy, the last address in X-Forwarded-For that the proxy added."""
     peer = connection.remote_address
-    return str(peer[0]) if isinstance(peer, tuple) and peer else None
+    host = str(peer[0]) if isinstance(peer, tuple) and peer else None
+    if host is None or not trusted or _plain(host) not in trusted or connection.request is None:
+        return host
+    forwarded = connection.request.headers.get_all("X-Forwarded-For")
+    hops = [h.strip() for line in forwarded for h in line.split(",") if h.strip()]
+    # The rightmost hop not ours is the one our proxy saw; hops further left are the client's
+    # say-so (RFC 7239 §7.4: only what trusted proxies added can be believed).
+    for hop in reversed(hops):
+        if _plain(hop) not in trusted:
+            return hop
+    return host
+
+
+def _plain(host: str) -> str:
+    """An IPv4-mapped IPv6 address as IPv4 (how a dual-stack socket reports a IPv4 peer)."""
+    return host.removeprefix("::ffff:")

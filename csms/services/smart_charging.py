@@ -44,10 +44,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from csms.db.models import PlanAudit, ProfileAudit, Transaction
 from csms.domain.clock import Clock
 from csms.domain.commands import CommandResult, RawCall
+from csms.domain.leadership import SoleLeader
 from csms.domain.needs import resolve_needs
 from csms.domain.profiles import ChargerLimits, PowerSchedule, RateUnit
 from csms.domain.site_config import SiteConfig
-from csms.ports import ChargerGateway
+from csms.ports import ChargerGateway, Leadership
 from csms.services.audit import AuditLog
 from csms.services.notifications import Notice, Notifier
 from csms.services.profile_builder import (
@@ -195,8 +196,12 @@ class SmartCharging:
         gateway: ChargerGateway,
         notifier: Notifier,
         settings: SmartChargingSettings,
+        leadership: Leadership | None = None,
     ) -> None:
         self._sessions = sessions
+        # Single process: this one leads every site. Cluster: a site's lease holder alone plans
+        # it and dispatches, every profile under the lease's fencing token.
+        self._leadership: Leadership = leadership or SoleLeader()
         self._clock = clock
         self._gateway = gateway
         self._settings = settings
@@ -291,6 +296,45 @@ class SmartCharging:
                 log.exception("audit log pruning failed")
             await asyncio.sleep(PRUNE_EVERY_S)
 
+    # --- leadership (cluster mode) ------------------------------------------------------------
+
+    def leadership_gained(self, site_id: str, token: int) -> None:
+        """This worker now leads ``site_id`` (a LeaseKeeper callback: takes note, works later).
+        What the previous leader knew of the site's chargers is not known here: each connected
+        charger is reconciled as after a restart (its TxDefaultProfile reinstalled, the limits in
+        force read back; until then its sessions reserve their maximum) and the site re-planned."""
+        log.info("leading site %s (fencing token %d): taking over its chargers", site_id, token)
+        self._spawn(self._take_over(site_id), f"taking over site {site_id}")
+
+    def leadership_lost(self, site_id: str) -> None:
+        """Another worker leads ``site_id`` now (or may: the lease could not be renewed in time).
+        Dispatches still under way are refused by their fence; what was known is dropped, since
+        the new leader changes the chargers behind this worker's back."""
+        for cp, site in list(self._site_of.items()):
+            if site == site_id:
+                self._forget(cp)
+
+    async def _take_over(self, site_id: str) -> None:
+        site = await load_site(self._sessions, site_id)
+        if site is None or not self._leadership.is_leader(site_id):
+            return
+        for ch in site.chargers:
+            self._site_of[ch.id] = site_id
+            self._forget(ch.id)
+            if self._settings.enabled and self._gateway.is_connected(ch.id):
+                self._start_reconcile(site_id, ch.id)
+        self.request(site_id, "leadership gained")
+
+    def _forget(self, charge_point_id: str) -> None:
+        """Know nothing of what the charger has installed (kept: its call lock)."""
+        control = self.cp_control.get(charge_point_id)
+        if control is not None:
+            control.default_limit_w = None
+            control.known = control.reconciling = False
+            control.generation += 1  # a reconciliation under way stops
+        for tx_id in [t for t, sc in self.tx_control.items() if sc.key[0] == charge_point_id]:
+            del self.tx_control[tx_id]
+
     # --- notices -----------------------------------------------------------------------------
 
     async def _site(self, charge_point_id: str, *, refresh: bool = False) -> str | None:
@@ -311,8 +355,11 @@ class SmartCharging:
             self._on_profiles_reported(n)
             return
         site_id = await self._site(n.charge_point_id, refresh=n.kind in ("connected", "booted"))
+        # In a cluster every worker hears every charger (csms.cluster.events): only the site's
+        # leader acts on them; the others would plan and dispatch against the leader.
+        leads = site_id is not None and self._leadership.is_leader(site_id)
         if n.kind == "capabilities":
-            if self._tg is not None and site_id is not None:
+            if self._tg is not None and site_id is not None and leads:
                 self._spawn(self._install_default(site_id, n.charge_point_id), "TxDefaultProfile")
             return
         if n.kind == "session_ended" and n.transaction_id is not None:
@@ -332,7 +379,7 @@ class SmartCharging:
                 control.known = control.reconciling = False
             for tx_id in [t for t, s in self.tx_control.items() if s.key[0] == n.charge_point_id]:
                 del self.tx_control[tx_id]
-        if site_id is None or not self._settings.enabled:
+        if site_id is None or not self._settings.enabled or not leads:
             return
         reason = {
             "connected": "charger online",
@@ -474,6 +521,8 @@ class SmartCharging:
         audit id, or None when the site does not exist or is not smart-charged."""
         loop = self._loop(site_id)
         async with loop.lock:
+            if not self._leadership.is_leader(site_id):
+                return None  # another worker plans it
             site = await load_site(self._sessions, site_id)
             if site is None:
                 return None
@@ -712,7 +761,7 @@ class SmartCharging:
             # slot would hold up its next profile (OCPP_SMART_CHARGING.md: one call at a time).
             if self._settings.verify_composite:
                 for change, audit_id in verify:
-                    self._spawn(self._verify(change, audit_id), "verification")
+                    self._spawn(self._verify(site.config.id, change, audit_id), "verification")
 
     async def _dispatch_phases(
         self,
@@ -794,7 +843,7 @@ class SmartCharging:
         ones are added to ``verify``."""
         if not changes:
             return False
-        outcomes = await asyncio.gather(*(self._send(c) for c in changes))
+        outcomes = await asyncio.gather(*(self._send(site_id, c) for c in changes))
         rows = [
             self._audit_row(
                 site_id,
@@ -837,18 +886,24 @@ class SmartCharging:
         return failed
 
     async def _call(
-        self, charge_point_id: str, action: str, payload: dict[str, Any]
+        self, site_id: str, charge_point_id: str, action: str, payload: dict[str, Any]
     ) -> tuple[CommandResult, int]:
-        """One call with bounded retries on timeouts and lost connections, serial per charger."""
+        """One call with bounded retries on timeouts and lost connections, serial per charger;
+        made only while leading ``site_id``, under its fence (checked again by the gateway)."""
         cfg = self._settings
         control = self.cp_control.setdefault(charge_point_id, ChargerControl())
         attempts = 0
         async with control.lock:
             while True:
+                fence = self._leadership.fence(site_id)
+                if fence is None:
+                    return CommandResult(
+                        ok=False, error=f"not sent: this worker no longer leads site {site_id}"
+                    ), attempts
                 attempts += 1
                 try:
                     result = await asyncio.wait_for(
-                        self._gateway.send(charge_point_id, RawCall(action, payload)),
+                        self._gateway.send(charge_point_id, RawCall(action, payload), fence=fence),
                         cfg.call_timeout_s,
                     )
                 except TimeoutError:
@@ -861,19 +916,23 @@ class SmartCharging:
                     return result, attempts
                 await asyncio.sleep(cfg.retry_backoff_s * 2 ** (attempts - 1))
 
-    async def _send(self, change: _Change) -> _Outcome:
+    async def _send(self, site_id: str, change: _Change) -> _Outcome:
         """Send one profile; once accepted, it is what the connector is believed to enforce (at
         once, not when the whole phase is done: meter checks must judge by it)."""
         sc = self.tx_control.get(change.transaction_id)
         if sc is not None:
             sc.sent_at = self._clock.now()
-        result, attempts = await self._call(change.key[0], "SetChargingProfile", change.payload)
+        result, attempts = await self._call(
+            site_id, change.key[0], "SetChargingProfile", change.payload
+        )
         if result.ok and result.status == "Rejected" and self.tx_control.get(change.transaction_id):
             # A TxProfile can cross the transaction's start on the wire (the charger has not
             # seen its StartTransaction answer yet; OCPP_SMART_CHARGING.md 1.6 #2): one more try
             # after a moment before the session counts as unmanaged.
             await asyncio.sleep(self._settings.retry_backoff_s)
-            result, more = await self._call(change.key[0], "SetChargingProfile", change.payload)
+            result, more = await self._call(
+                site_id, change.key[0], "SetChargingProfile", change.payload
+            )
             attempts += more
         outcome = _Outcome(change, result, attempts)
         if outcome.accepted and sc is not None and self.tx_control.get(change.transaction_id) is sc:
@@ -974,7 +1033,7 @@ class SmartCharging:
         sent_w = limit_to_watts(
             limit_in_unit(limit_w, unit=unit, limits=info.limits), unit=unit, limits=info.limits
         )
-        result, attempts = await self._call(charge_point_id, "SetChargingProfile", payload)
+        result, attempts = await self._call(site_id, charge_point_id, "SetChargingProfile", payload)
         accepted = result.ok and result.status == "Accepted"
         control.default_limit_w = sent_w if accepted else None
         if not result.ok and (result.error or "").startswith(("NotSupported", "NotImplemented")):
@@ -1096,7 +1155,7 @@ class SmartCharging:
         now = self._clock.now()
         installed = None
         if info.ocpp_version == "ocpp2.0.1" and running:
-            installed = await self._get_charging_profiles(info.id)
+            installed = await self._get_charging_profiles(config.id, info.id)
         out: dict[tuple[int, int], tuple[PowerSchedule | None, PowerSchedule | None]] = {}
         for tx_id, ocpp_id, evse in running:
             found: tuple[PowerSchedule, PowerSchedule] | None = None
@@ -1126,6 +1185,7 @@ class SmartCharging:
             if found is None:
                 unit = choose_unit(info.capabilities)
                 result, _ = await self._call(
+                    config.id,
                     info.id,
                     "GetCompositeSchedule",
                     _composite_request(info.ocpp_version, evse, unit, horizon_s),
@@ -1152,7 +1212,7 @@ class SmartCharging:
         return out
 
     async def _get_charging_profiles(
-        self, charge_point_id: str
+        self, site_id: str, charge_point_id: str
     ) -> dict[int, list[dict[str, Any]]] | None:
         """The TxProfiles a 2.0.1 station has installed, by EVSE (K09: GetChargingProfiles, then
         one ReportChargingProfiles per EVSE until ``tbc`` is false); None when it did not say."""
@@ -1161,6 +1221,7 @@ class SmartCharging:
         reports = self._reports[key] = _ProfileReports()
         try:
             result, _ = await self._call(
+                site_id,
                 charge_point_id,
                 "GetChargingProfiles",
                 {
@@ -1224,7 +1285,9 @@ class SmartCharging:
                 out[tx_id] = "TxProfile not accepted (Rejected)"
         return out
 
-    async def _verify(self, change: _Change, audit_id: int, *, second_look: bool = True) -> None:
+    async def _verify(
+        self, site_id: str, change: _Change, audit_id: int, *, second_look: bool = True
+    ) -> None:
         """Ask the charger what it will really allow (GetCompositeSchedule) and record whether it
         is within the profile just accepted. Chargers that reject the request are left to the meter
         check (OCPP_SMART_CHARGING.md: some chargers reject GetCompositeSchedule)."""
@@ -1244,7 +1307,10 @@ class SmartCharging:
             )
             return
         result, _ = await self._call(
-            cp_id, "GetCompositeSchedule", _composite_request(control.info.ocpp_version, evse, unit)
+            site_id,
+            cp_id,
+            "GetCompositeSchedule",
+            _composite_request(control.info.ocpp_version, evse, unit),
         )
         now = self._clock.now()
         if superseded():  # the answer may describe the newer profile
@@ -1284,7 +1350,7 @@ class SmartCharging:
             # "Not applied" is a serious finding: first rule out a race with the session's end or
             # a newer profile, which the charger may know of before we do.
             await asyncio.sleep(self._settings.retry_backoff_s)
-            await self._verify(change, audit_id, second_look=False)
+            await self._verify(site_id, change, audit_id, second_look=False)
             return
         else:
             verdict = f"not applied: composite limit {watts:.0f} W above {expected:.0f} W"

@@ -242,9 +242,43 @@ class StationService:
 
     @retried
     async def mark_all_disconnected(self) -> None:
-        """At start (single process): no charger is connected yet, whatever a crash left behind."""
+        """At start (single process): no charger is connected yet, whatever a crash left behind.
+        (A cluster worker must not: other workers serve chargers; see csms.cluster.sweeper.)"""
         async with self._sessions.begin() as s:
             await (await s.connection()).execute(update(ChargePoint).values(connected=False))
+
+    @retried
+    async def connected_ids(self) -> list[str]:
+        """Chargers recorded as connected (to any process), sorted."""
+        async with self._sessions() as s:
+            rows = await s.exec(select(ChargePoint.id).where(col(ChargePoint.connected)))
+            return sorted(rows.all())
+
+    @retried
+    async def mark_disconnected(self, seen_before: dict[str, datetime]) -> list[str]:
+        """Record chargers as disconnected that no process serves (cluster mode: their worker was
+        killed and they did not come back), each only if it has not been seen since the time
+        given: a charger that connected again meanwhile stays connected. Returns those marked."""
+        marked: list[str] = []
+        now = self._clock.now()
+        async with self._sessions.begin() as s:
+            conn = await s.connection()
+            for charge_point_id, cutoff in sorted(seen_before.items()):
+                done = await conn.execute(
+                    update(ChargePoint)
+                    .where(
+                        col(ChargePoint.id) == charge_point_id,
+                        col(ChargePoint.connected),
+                        col(ChargePoint.last_seen).is_(None)
+                        | (col(ChargePoint.last_seen) < cutoff),
+                    )
+                    .values(connected=False)
+                )
+                if done.rowcount:
+                    marked.append(charge_point_id)
+        for charge_point_id in marked:
+            self.notifier.publish(Notice("disconnected", charge_point_id, at=now))
+        return marked
 
     async def disconnected(self, charge_point_id: str) -> None:
         """A charger's connection closed.

@@ -89,7 +89,10 @@ class UserService:
         if await self.count() > 0:
             return None
         password = secrets.token_urlsafe(12)
-        await self.create(username, password, "operator")
+        try:
+            await self.create(username, password, "operator")
+        except UserError:
+            return None  # another cluster worker starting at the same time created it first
         return username, password
 
     async def authenticate(self, username: str, password: str) -> Identity | None:

@@ -19,6 +19,7 @@ from csms.cluster.codec import encode_command
 from csms.cluster.node import connect
 from csms.cluster.settings import ClusterSettings
 from csms.domain.commands import Command, CommandResult
+from csms.domain.leadership import Fence
 
 REDIS_URL = os.environ.get("CSMS_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -81,7 +82,9 @@ class FakeGateway:
     def is_connected(self, charge_point_id: str) -> bool:
         return charge_point_id in self.connected
 
-    async def send(self, charge_point_id: str, command: Command) -> CommandResult:
+    async def send(
+        self, charge_point_id: str, command: Command, *, fence: Fence | None = None
+    ) -> CommandResult:
         self.sent.append((charge_point_id, command))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)

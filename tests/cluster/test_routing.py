@@ -11,11 +11,12 @@ import pytest
 from redis.asyncio import Redis
 
 from csms.cluster.codec import dumps, encode_command
-from csms.cluster.leadership import Fence, Leases
+from csms.cluster.leadership import Leases
 from csms.cluster.presence import Presence, PresenceDirectory
 from csms.cluster.routing import ClusterGateway, CommandServer
 from csms.cluster.settings import ClusterSettings
 from csms.domain.commands import RawCall, Reset, StopCharging, TriggerMessage
+from csms.domain.leadership import Fence
 from tests.cluster.conftest import FakeGateway, eventually
 
 Make = Callable[..., ClusterSettings]

@@ -23,6 +23,7 @@ from csms.db.models import ProfileAudit
 from csms.domain.clock import ManualClock
 from csms.domain.commands import Command, CommandResult, RawCall
 from csms.domain.events import TransactionEnded, TransactionStarted
+from csms.domain.leadership import Fence
 from csms.ports import ChargerGateway
 from csms.services.audit import AuditFilter
 from csms.services.notifications import Notice, Notifier
@@ -55,7 +56,9 @@ class FakeGateway:
     def is_connected(self, charge_point_id: str) -> bool:
         return charge_point_id not in self.offline
 
-    async def send(self, charge_point_id: str, command: Command) -> CommandResult:
+    async def send(
+        self, charge_point_id: str, command: Command, *, fence: Fence | None = None
+    ) -> CommandResult:
         assert isinstance(command, RawCall)
         entry = (charge_point_id, command.action, command.payload)
         self.log.append(("send", *entry))

@@ -13,6 +13,7 @@ import pytest
 
 import csms.services.smart_charging as smart_module
 from csms.domain.commands import Command, CommandResult, RawCall
+from csms.domain.leadership import Fence
 from csms.domain.profiles import ChargerLimits, PowerSchedule
 from csms.services.audit import AuditFilter
 from csms.services.notifications import Notice, Notifier
@@ -44,8 +45,10 @@ class ReadBackGateway(FakeGateway):
         self.payloads: dict[str, dict[str, Any]] = {}
         self.after: dict[str, Callable[[str, dict[str, Any]], None]] = {}
 
-    async def send(self, charge_point_id: str, command: Command) -> CommandResult:
-        result = await super().send(charge_point_id, command)
+    async def send(
+        self, charge_point_id: str, command: Command, *, fence: Fence | None = None
+    ) -> CommandResult:
+        result = await super().send(charge_point_id, command, fence=fence)
         assert isinstance(command, RawCall)
         payload = self.payloads.get(command.action)
         if payload is not None and result.ok:
