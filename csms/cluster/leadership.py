@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -156,8 +156,22 @@ GainCallback = Callable[[str, int], None]
 LossCallback = Callable[[str], None]
 
 
+LiveWorkers = Callable[[], Awaitable[int]]
+
+# Ticks a worker keeps a site it just gained before it may hand it on to balance the load: a
+# take-over costs a reconciliation of the site's chargers, so leadership must not flap.
+_KEEP_TICKS = 6
+
+
 class LeaseKeeper:
     """Acquires, renews and gives up the leases of a set of sites, every third of the TTL.
+
+    Sites are shared out among the live workers (``live_workers`` counts them): a worker under its
+    fair share (sites / workers, rounded up) takes a free site at once; one at or over it takes a
+    free site only when it was already free at its previous tick (nobody under their share wanted
+    it, e.g. its leader died and the others are full); one over its share hands one site a tick
+    back (released: a worker under its share takes it at its next tick). Without ``live_workers``
+    every free site is taken at once.
 
     ``is_leader``/``token`` answer from memory, and stop answering yes as soon as the lease may
     have expired by this worker's clock even if Redis could not be reached to say so. ``on_gain``
@@ -172,9 +186,14 @@ class LeaseKeeper:
         on_gain: GainCallback | None = None,
         on_loss: LossCallback | None = None,
         clock: Callable[[], float] = time.monotonic,
+        live_workers: LiveWorkers | None = None,
     ) -> None:
         self.leases = leases
         self._sites = set(sites)
+        self._live_workers = live_workers
+        self._ticks = 0
+        self._gained_at: dict[str, int] = {}  # tick of each gain
+        self._seen_free: set[str] = set()  # sites found free (and left) at the previous tick
         self._on_gain = on_gain
         self._on_loss = on_loss
         self._clock = clock
@@ -211,7 +230,9 @@ class LeaseKeeper:
         return {s for s in self._held if self.is_leader(s)}
 
     async def tick(self) -> None:
-        """Renew what is held, give up what is no longer wanted, try to take the rest."""
+        """Renew what is held, give up what is no longer wanted (or, over the fair share, one
+        site to balance), try to take the rest."""
+        self._ticks += 1
         for site_id, lease in list(self._held.items()):
             if site_id not in self._sites:
                 with contextlib.suppress(RedisError):
@@ -231,9 +252,18 @@ class LeaseKeeper:
                 self._valid_until[site_id] = started + self.leases.ttl_s * (1 - _DRIFT)
             else:
                 self._lose(site_id, "lease expired or taken over")
+        share = await self._fair_share()
+        await self._hand_on_one(share)
+        seen_free: set[str] = set()
         for site_id in sorted(self._sites - set(self._held)):
+            wait = len(self._held) >= share and site_id not in self._seen_free
             started = self._clock()
             try:
+                if wait:
+                    # At our share: leave it one tick to a worker under theirs, if it is free.
+                    if await self.leases.current(site_id) is None:
+                        seen_free.add(site_id)
+                    continue
                 gained = await self.leases.acquire(site_id)
             except RedisError as exc:
                 log.warning("lease of %s not acquired: %s", site_id, exc)
@@ -241,8 +271,33 @@ class LeaseKeeper:
             if gained is not None:
                 self._held[site_id] = gained
                 self._valid_until[site_id] = started + self.leases.ttl_s * (1 - _DRIFT)
+                self._gained_at[site_id] = self._ticks
                 log.info("leading site %s with token %d", site_id, gained.token)
                 self._call(self._on_gain, site_id, gained.token)
+        self._seen_free = seen_free
+
+    async def _fair_share(self) -> int:
+        """Sites per live worker, rounded up (every site, without a worker count)."""
+        if self._live_workers is None:
+            return len(self._sites)
+        try:
+            workers = max(1, await self._live_workers())
+        except RedisError as exc:
+            log.warning("live workers not counted: %s", exc)
+            return len(self._sites)
+        return -(-len(self._sites) // workers)
+
+    async def _hand_on_one(self, share: int) -> None:
+        """Over the fair share: release the site held longest enough, for another to take."""
+        if len(self._held) <= share:
+            return
+        settled = [s for s in self._held if self._ticks - self._gained_at.get(s, 0) >= _KEEP_TICKS]
+        if not settled:
+            return
+        site_id = max(settled)
+        with contextlib.suppress(RedisError):
+            await self.leases.release(self._held[site_id])
+        self._lose(site_id, f"handed on: this worker leads more than its share ({share})")
 
     async def run(self) -> None:
         """Tick until cancelled; then release every lease (best effort) so another worker takes
@@ -268,6 +323,7 @@ class LeaseKeeper:
 
     def _lose(self, site_id: str, why: str) -> None:
         self._held.pop(site_id, None)
+        self._gained_at.pop(site_id, None)
         self._valid_until.pop(site_id, None)
         log.warning("no longer leading site %s: %s", site_id, why)
         self._call(self._on_loss, site_id)

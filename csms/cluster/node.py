@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -50,6 +50,10 @@ def connect(settings: ClusterSettings) -> Redis:
         health_check_interval=30,
     )
     return Redis.from_pool(pool)
+
+
+async def _count(workers: Awaitable[list[str]]) -> int:
+    return len(await workers)
 
 
 @dataclass
@@ -116,7 +120,13 @@ async def _running(
         gateway=ClusterGateway(local, presence, directory, check_fence=leases.check),
         server=CommandServer(client, settings, local, check_fence=leases.check),
         events=EventBridge(client, settings, notifier),
-        leases=LeaseKeeper(leases, sites, on_gain=on_gain, on_loss=on_loss),
+        leases=LeaseKeeper(
+            leases,
+            sites,
+            on_gain=on_gain,
+            on_loss=on_loss,
+            live_workers=lambda: _count(presence.live_workers()),
+        ),
     )
     try:
         await keeper.beat()  # alive before anyone can route to us

@@ -235,3 +235,58 @@ async def test_keeper_stops_leading_when_redis_is_unreachable_past_the_lease(
     assert not a.is_leader("s1")
     await a.tick()
     assert [e[0] for e in rec.events] == ["gain", "loss"]
+
+
+async def test_sites_are_shared_out_among_live_workers_and_move_when_one_stops(
+    redis: Redis, make_settings: Make
+) -> None:
+    sites = [f"s{i}" for i in range(1, 6)]
+    live = {"A", "B"}
+
+    async def count() -> int:
+        return len(live)
+
+    def make(worker: str) -> LeaseKeeper:
+        return LeaseKeeper(
+            Leases(redis, make_settings(worker, lease_ttl_s=30.0)), sites, live_workers=count
+        )
+
+    a, b = make("A"), make("B")
+    await a.tick()  # A starts first: its share is 3 of the 5 ...
+    assert len(a.leading()) == 3
+    await b.tick()  # ... and B takes the other 2 at once (under its share)
+    assert len(b.leading()) == 2
+    for _ in range(3):
+        await asyncio.gather(a.tick(), b.tick())
+        assert a.leading() | b.leading() == set(sites)
+        assert not a.leading() & b.leading()
+        assert sorted(map(len, (a.leading(), b.leading()))) == [2, 3]
+
+    # B stops (released: a clean stop); A, at its share, takes B's sites one tick later (nobody
+    # under their share wanted them), even while B still counts as live.
+    await b.release_all()
+    await a.tick()
+    assert len(a.leading()) == 3
+    await a.tick()
+    assert a.leading() == set(sites)
+
+
+async def test_a_worker_over_its_share_hands_sites_on_when_another_joins(
+    redis: Redis, make_settings: Make
+) -> None:
+    sites = [f"s{i}" for i in range(1, 5)]
+    live = {"A"}
+
+    async def count() -> int:
+        return len(live)
+
+    a = LeaseKeeper(Leases(redis, make_settings("A")), sites, live_workers=count)
+    b = LeaseKeeper(Leases(redis, make_settings("B")), sites, live_workers=count)
+    await a.tick()
+    assert a.leading() == set(sites)
+    live.add("B")  # B joins: the share is 2 each
+    for _ in range(20):
+        await a.tick()
+        await b.tick()
+        assert not a.leading() & b.leading()
+    assert len(a.leading()) == len(b.leading()) == 2
