@@ -7,26 +7,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
-from csms.domain.commands import (
-    Command,
-    RawCall,
-    Reset,
-    StartCharging,
-    TriggerMessage,
-    UnlockConnector,
-)
+from csms.domain.commands import RawCall
 from csms.domain.composite import CompositeSchedule, composite_request, parse_composite
 from csms.domain.profiles import ChargerLimits, capabilities_from_stored
 from csms.services.profile_builder import choose_unit, limit_to_watts
 from csms.services.queries import Queries
 from web.api.deps import RuntimeDep
+from web.commands import TRIGGERS, command_for
 from web.console.deps import ConsoleDep, OperatorDep, UserDep
 from web.console.render import render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 PAGE = 50
-TRIGGERS = ("StatusNotification", "MeterValues", "Heartbeat", "BootNotification")
 
 
 def _reservations(plan: Any) -> dict[str, str]:
@@ -104,26 +97,6 @@ async def charger(
 ) -> HTMLResponse:
     """One charger: state, connectors, installed profiles, commands, recent messages."""
     return await _detail(request, rt, q, charge_point_id)
-
-
-def command_for(action: str, evse_id: int, message: str, id_tag: str) -> Command:
-    """The command behind a button (ValueError for an unknown one)."""
-    if action == "reset":
-        return Reset(hard=False)
-    if action == "hard-reset":
-        return Reset(hard=True)
-    if action == "unlock":
-        return UnlockConnector(connector_id=1, evse_id=max(evse_id, 1))
-    if action == "trigger":
-        if message not in TRIGGERS:
-            raise ValueError(f"unknown message {message!r}; one of {', '.join(TRIGGERS)}")
-        return TriggerMessage(message, evse_id or None)
-    if action == "clear-profile":
-        # no criteria: clears every profile the central system installed (both versions)
-        return RawCall("ClearChargingProfile", {})
-    if action == "start":
-        return StartCharging(id_tag or "OPERATOR", evse_id or None)
-    raise ValueError(f"unknown command {action!r}")
 
 
 @router.post("/chargers/{charge_point_id}/commands/{action}", response_class=HTMLResponse)
