@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-planner test lint typecheck imports unit bench clean
+.PHONY: demo demo-planner cluster test lint typecheck imports unit bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11+ or run 'make PYTHON=python3 ...'" >&2; exit 2; }
@@ -16,6 +16,12 @@ $(STAMP): pyproject.toml
 # The whole system: central system (SQLite) + a simulated site replaying a real day at 60x.
 demo: $(STAMP)
 	$(BIN)/python -m demo
+
+# Cluster mode on this machine: 3 workers sharing PostgreSQL and Redis, behind nginx (OCPP on
+# 9000, console on 8000). Needs nginx (apt-get install nginx-light), PostgreSQL and Redis running.
+# Options go in ARGS, e.g. make cluster ARGS="--workers 2 --simulate"; see python -m deploy.cluster -h.
+cluster: $(STAMP)
+	$(BIN)/python -m deploy.cluster $(ARGS)
 
 # The planner alone on the example scenarios.
 demo-planner: $(STAMP)

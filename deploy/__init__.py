@@ -1,0 +1,1 @@
+"""Deployment helpers: cluster mode on one machine (``python -m deploy.cluster``)."""
