@@ -23,6 +23,7 @@ NoticeKind = Literal[
     "meter",
     "site",
     "profiles_reported",
+    "replan",  # cluster mode: a worker asks the site's leader to plan it (data: {"reason"})
 ]
 
 

@@ -206,6 +206,7 @@ class SmartCharging:
         self._gateway = gateway
         self._settings = settings
         self.audit = AuditLog(sessions)
+        self._notifier = notifier
         self._notices: asyncio.Queue[Notice] = asyncio.Queue()
         notifier.subscribe(self._notices.put_nowait)
         self._loops: dict[str, _SiteLoop] = {}
@@ -279,6 +280,8 @@ class SmartCharging:
             loop.wake.clear()
             reasons = ", ".join(sorted(loop.reasons))
             loop.reasons.clear()
+            if not self._leadership.is_leader(site_id):
+                continue  # another worker plans it (and hears the same events)
             try:
                 await self.replan(site_id, reasons)
                 step_s = self._step_s.get(site_id, step_s)
@@ -347,6 +350,10 @@ class SmartCharging:
             if n.site_id is not None:
                 self._site_of.clear()  # chargers may have moved
                 self.request(n.site_id, "site settings changed")
+            return
+        if n.kind == "replan":
+            if n.site_id is not None and self._leadership.is_leader(n.site_id):
+                self.request(n.site_id, str((n.data or {}).get("reason") or "asked by a worker"))
             return
         if n.kind == "meter":
             self._on_meter(n)
@@ -452,7 +459,9 @@ class SmartCharging:
 
     # --- planning ----------------------------------------------------------------------------
 
-    def _snapshot(self, site: LoadedSite, now: datetime) -> SiteSnapshot:
+    def _snapshot(
+        self, site: LoadedSite, now: datetime, *, assume_known: bool = False
+    ) -> SiteSnapshot:
         cfg = site.config
         txs = {(t.charge_point_id, t.evse_id): t for t in site.transactions}
         connectors: list[ConnectorState] = []
@@ -463,7 +472,9 @@ class SmartCharging:
             # A charger that booted with us once (its capabilities are stored) but that this
             # process has neither set up at boot nor reconciled: the central system restarted and
             # what it has installed is not known yet (its "connected" notice may still be queued).
-            unknown = control.reconciling or (ch.capabilities_read and not control.known)
+            unknown = not assume_known and (
+                control.reconciling or (ch.capabilities_read and not control.known)
+            )
             evses = sorted(set(ch.evse_ids) | {e for (cp, e) in txs if cp == ch.id})
             for evse in evses:
                 tx = txs.get((ch.id, evse))
@@ -522,7 +533,14 @@ class SmartCharging:
         loop = self._loop(site_id)
         async with loop.lock:
             if not self._leadership.is_leader(site_id):
-                return None  # another worker plans it
+                # Another worker plans it: ask it (the notice reaches every worker; only the
+                # leader acts on it).
+                self._notifier.publish(
+                    Notice(
+                        "replan", site_id=site_id, at=self._clock.now(), data={"reason": trigger}
+                    )
+                )
+                return None
             site = await load_site(self._sessions, site_id)
             if site is None:
                 return None
@@ -533,10 +551,15 @@ class SmartCharging:
 
     async def preview(self, site: LoadedSite, trigger: str = "what-if") -> PlanAudit:
         """Plan ``site`` (as loaded, or edited by a what-if) exactly as the loop would, with the
-        same reservations, but store and dispatch nothing: the returned row is not saved."""
+        same reservations, but store and dispatch nothing: the returned row is not saved. On a
+        cluster worker that does not lead the site, what the leader knows of its chargers is not
+        known here: their installed limits are taken to be as planned (the leader reserves the
+        maximum of a charger it is still reconciling; this preview does not)."""
         t0 = time.perf_counter()
         now = self._clock.now()
-        snap = self._snapshot(site, now)
+        snap = self._snapshot(
+            site, now, assume_known=not self._leadership.is_leader(site.config.id)
+        )
         inputs = plan_inputs(snap, min_power=site.config.method == "milp")
         result, failure = await self._solve(inputs, site.config.method)
         scheds = schedules(inputs, result)

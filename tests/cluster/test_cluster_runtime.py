@@ -77,6 +77,20 @@ async def _until(what: str, check: Callable[[], bool], timeout_s: float = 15.0) 
     return time.monotonic() - t0
 
 
+async def _plan_with(rt: Runtime, trigger: str, timeout_s: float = 15.0) -> PlanAudit:
+    """Wait for a plan whose trigger mentions ``trigger``."""
+    t0 = time.monotonic()
+    while True:
+        async with rt.sessions() as s:
+            found = (
+                await s.exec(select(PlanAudit).where(col(PlanAudit.trigger).contains(trigger)))
+            ).first()
+        if found is not None:
+            return found
+        assert time.monotonic() - t0 < timeout_s, f"no plan for {trigger!r}"
+        await asyncio.sleep(0.1)
+
+
 def _runs(chargers: tuple[SimCharger, ...]) -> list[ChargerRun]:
     return [
         ChargerRun(ChargerConfig(c.id, c.version, c.spec, quirks=c.quirks), Station(c.spec, START))
@@ -132,6 +146,9 @@ async def test_the_leader_dispatches_through_the_holder_and_hands_over_when_it_s
                 trigger = RawCall("TriggerMessage", {"requestedMessage": "Heartbeat"})
                 handover["w1_to_w2"] = await w1.gateway.send("CP-F1", trigger)
                 handover["w2_to_w1"] = await w2.gateway.send("CP-L1", trigger)
+                # A re-plan asked of the worker that does not lead the site is made by the leader.
+                assert await w2.smart.replan("S1", "asked of w2") is None
+                handover["asked_of_w2"] = await _plan_with(w1, "asked of w2")
                 await clock.sleep(
                     (START + timedelta(hours=LEADER_STOPS_AT_H) - clock.now()).total_seconds()
                 )

@@ -248,6 +248,15 @@ async def replan(site_id: Key, rt: RuntimeDep) -> dict[str, Any]:
         raise HTTPException(404, f"no site {site_id!r}")
     if not site.smart_charging or not rt.settings.smart_charging.enabled:
         raise HTTPException(409, f"smart charging is off for site {site_id!r}")
+    if rt.cluster is not None and not rt.cluster.leases.is_leader(site_id):
+        lease = await rt.cluster.leases.leases.current(site_id)
+        leader = f"worker {lease.worker_id} leads it" if lease else "no worker leads it yet"
+        raise HTTPException(
+            409,
+            f"this worker ({rt.cluster.settings.worker_id}) does not plan site {site_id!r}: "
+            f"{leader}; send the request to that worker's own address, or change the site "
+            "(every change is re-planned by its leader)",
+        )
     plan_id = await rt.smart.replan(site_id, "operator request")
     plan = await rt.smart.audit.plan(plan_id) if plan_id is not None else None
     if plan is None:
