@@ -102,6 +102,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    if settings.cluster.enabled:
+        from csms.cluster.node import redis_problem
+
+        problem = redis_problem(settings.cluster)
+        if problem:
+            print(
+                f"error: {problem}; start Redis or fix CSMS_CLUSTER__REDIS_URL (unset it for "
+                "single-process mode)",
+                file=sys.stderr,
+            )
+            return 2
     import uvicorn
 
     from csms import logs

@@ -11,7 +11,7 @@ import ssl
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from csms.cluster.settings import ClusterSettings
@@ -174,6 +174,9 @@ def _security_problems(s: OcppSettings) -> list[str]:
 class DatabaseSettings(BaseModel):
     """Where state is kept."""
 
+    # A database URL may carry a password: errors must not echo the input.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     url: str = Field(
         "sqlite:///csms.db",
         description="sqlite:///path.db (default, a file in the working directory) or "
@@ -328,7 +331,9 @@ class SmartChargingSettings(BaseModel):
 class Settings(BaseSettings):
     """All settings of the central system."""
 
-    model_config = SettingsConfigDict(env_prefix="CSMS_", env_nested_delimiter="__")
+    model_config = SettingsConfigDict(
+        env_prefix="CSMS_", env_nested_delimiter="__", hide_input_in_errors=True
+    )
 
     ocpp: OcppSettings = Field(default_factory=OcppSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)

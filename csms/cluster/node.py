@@ -24,7 +24,7 @@ from csms.cluster.events import EventBridge
 from csms.cluster.leadership import GainCallback, LeaseKeeper, Leases, LossCallback
 from csms.cluster.presence import Presence, PresenceDirectory, PresenceKeeper
 from csms.cluster.routing import ClusterGateway, CommandServer
-from csms.cluster.settings import ClusterSettings
+from csms.cluster.settings import ClusterSettings, redacted
 from csms.ports import ChargerGateway
 from csms.services.notifications import Notifier
 
@@ -152,3 +152,22 @@ async def _running(
                     task.cancel()
     finally:
         node.events.close()
+
+
+def redis_problem(settings: ClusterSettings, timeout_s: float = 5.0) -> str | None:
+    """Why the cluster's Redis cannot be used (checked at start, for a one-line error), or
+    None. Synchronous: called before the event loop starts."""
+    import redis
+
+    if settings.redis_url is None:
+        return None
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return f"cannot reach Redis at {redacted(settings.redis_url)}: {exc}"
+    finally:
+        client.close()
+    return None

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import socket
 from typing import Self
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 def default_worker_id() -> str:
@@ -19,6 +20,9 @@ def default_worker_id() -> str:
 
 class ClusterSettings(BaseModel):
     """Cluster mode: presence, command routing, live-event fan-out and site leadership in Redis."""
+
+    # A Redis URL may carry a password: errors must not echo the input.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     redis_url: str | None = Field(
         None,
@@ -75,6 +79,17 @@ class ClusterSettings(BaseModel):
     )
 
     @model_validator(mode="after")
+    def _redis_url_is_one(self) -> Self:
+        if self.redis_url is not None:
+            scheme = urlsplit(self.redis_url).scheme
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError(
+                    f"redis_url must start with redis://, rediss:// or unix:// (got "
+                    f"{scheme + '://' if scheme else 'no scheme'}), e.g. redis://127.0.0.1:6379/0"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _renewals_fit(self) -> Self:
         if self.fence_margin_s >= self.lease_ttl_s / 2:
             # A lease is renewed every third of its life: a margin above half of it would fail
@@ -89,3 +104,12 @@ class ClusterSettings(BaseModel):
     def enabled(self) -> bool:
         """Is cluster mode on?"""
         return self.redis_url is not None
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

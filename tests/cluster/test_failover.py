@@ -294,7 +294,6 @@ def test_a_worker_killed_mid_day_loses_nothing_and_every_site_stays_under_its_ca
         cluster.stop()
     report = json.loads(report_path.read_text())
     db = asyncio.run(read_db(pg_url))
-    print(f"\nfailover figures: {figures}")
 
     # --- commands crossed workers --------------------------------------------------------
     assert len(figures["commands"]) == 6, figures["commands"]  # 3 workers x 2 others
@@ -310,6 +309,12 @@ def test_a_worker_killed_mid_day_loses_nothing_and_every_site_stays_under_its_ca
         assert c["messages_undelivered"] == 0, c
         assert c["messages_held_delivered"] == c["messages_held"], c
     sessions = [s for s in report["sessions"] if s["transaction_id"] is not None]
+    figures["sessions"] = len(sessions)
+    figures["chargers_reconnected"] = len(moved)
+    figures["messages_held_offline"] = sum(c["messages_held"] for c in report["chargers"])
+    figures["samples"] = sum(s["samples"] for s in sessions)
+    figures["plans"] = len(db.plans)
+    figures["tx_profiles"] = len([p for p in db.profiles if p.purpose == "TxProfile"])
     assert len(sessions) > 30
 
     # --- every transaction exactly once, as the charger sent it; every sample once -----------
@@ -350,6 +355,7 @@ def test_a_worker_killed_mid_day_loses_nothing_and_every_site_stays_under_its_ca
             for m in range(minutes)
         ]
         over = [(m, round(p, 2)) for m, p in enumerate(power) if p > cap + TOLERANCE_KW]
+        figures[f"{site_id}_peak_kw"] = round(max(power), 2)
         assert over == [], (site_id, over)
         assert max(power) > cap * 0.5, (site_id, max(power))  # the site did charge
 
@@ -357,6 +363,7 @@ def test_a_worker_killed_mid_day_loses_nothing_and_every_site_stays_under_its_ca
     kill_replay = START + timedelta(seconds=(killed_at - anchor.timestamp()) * SPEED)
     after = [p for p in db.plans if p.site_id == "S1" and _utc(p.created_at) > kill_replay]
     assert any("leadership gained" in p.trigger for p in after), [p.trigger for p in after][:5]
+    print(f"\nfailover figures: {figures}")  # shown with pytest -s
     shutil.rmtree(tmp_path / "cluster", ignore_errors=True)
 
 
