@@ -33,6 +33,7 @@ from csms.settings import DatabaseSettings, OcppSettings, Settings, SmartChargin
 from tests.e2e.harness import START, SimCharger, vehicle
 from tests.e2e.test_closed_loop import over_cap
 from tests.faults.storm_helpers import fresh_pg_database, pg_problem
+from web.console.chargers import _installed_from_audit
 
 SPEED = 300.0  # an hour in 12 s
 CAP_KW = 22.0
@@ -152,6 +153,9 @@ async def test_the_leader_dispatches_through_the_holder_and_hands_over_when_it_s
                 await clock.sleep(
                     (START + timedelta(hours=LEADER_STOPS_AT_H) - clock.now()).total_seconds()
                 )
+                # The console of the worker that does not plan the site shows what the leader
+                # installed, from the audit log.
+                handover["console_w2"] = await _installed_from_audit(w2, "CP-F1")
                 handover["at"] = clock.now()
                 await leader_stack.aclose()  # a clean stop: its lease is released at once
                 assert w2.cluster is not None
@@ -204,6 +208,10 @@ async def test_the_leader_dispatches_through_the_holder_and_hands_over_when_it_s
     finally:
         await leader_stack.aclose()
 
+    default_w, installed = handover["console_w2"]
+    assert default_w is not None  # its TxDefaultProfile was accepted
+    assert len(installed) == 1
+    assert installed[0]["limit"] is not None
     assert over_cap(data, CAP_KW) == []
     assert data["site_peak_kw"] > CAP_KW * 0.8  # the cap is used, not just respected
     before = [p for p in plans if p.created_at < handover["at"]]

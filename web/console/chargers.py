@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from csms.domain.commands import RawCall
 from csms.domain.composite import CompositeSchedule, composite_request, parse_composite
 from csms.domain.profiles import ChargerLimits, capabilities_from_stored
+from csms.services.audit import AuditFilter
 from csms.services.profile_builder import choose_unit, limit_to_watts
 from csms.services.queries import Queries
 from web.api.deps import RuntimeDep
@@ -69,18 +70,34 @@ async def _detail(
     if cp is None:
         raise HTTPException(404, f"no charger {charge_point_id!r}")
     plan = await rt.smart.audit.latest_plan(cp.site_id) if cp.site_id else None
-    control = rt.smart.cp_control.get(charge_point_id)
-    installed = [
-        {"transaction_id": tx_id, "limit": c.installed, "reason": c.unmanaged_reason}
-        for tx_id, c in rt.smart.tx_control.items()
-        if c.key[0] == charge_point_id
-    ]
+    cluster: dict[str, Any] | None = None
+    if rt.cluster is not None and cp.site_id and not rt.cluster.leases.is_leader(cp.site_id):
+        # Another worker plans this site and knows what it installed: show what the audit log
+        # says was last accepted instead of this worker's (empty) memory.
+        default_limit_w, installed = await _installed_from_audit(rt, charge_point_id)
+    else:
+        control = rt.smart.cp_control.get(charge_point_id)
+        default_limit_w = None if control is None else control.default_limit_w
+        installed = [
+            {"transaction_id": tx_id, "limit": c.installed, "reason": c.unmanaged_reason}
+            for tx_id, c in rt.smart.tx_control.items()
+            if c.key[0] == charge_point_id
+        ]
+    if rt.cluster is not None:
+        lease = await rt.cluster.leases.leases.current(cp.site_id) if cp.site_id else None
+        cluster = {
+            "this": rt.cluster.settings.worker_id,
+            "holder": rt.cluster.directory.holder(charge_point_id)
+            or (rt.cluster.settings.worker_id if charge_point_id in rt.ocpp.connections else None),
+            "leader": None if lease is None else lease.worker_id,
+        }
     ctx = {
         "cp": cp,
         "online": rt.gateway.is_connected(charge_point_id),
         "unmanaged_reason": _reservations(plan).get(charge_point_id),
-        "default_limit_w": None if control is None else control.default_limit_w,
+        "default_limit_w": default_limit_w,
         "installed": installed,
+        "cluster": cluster,
         "frames": await q.messages(charge_point_id, 50),
         "commands": await q.commands(charge_point_id, 20),
         "triggers": TRIGGERS,
@@ -89,6 +106,31 @@ async def _detail(
         "tab": "chargers",
     }
     return render(request, "charger.html", ctx)
+
+
+async def _installed_from_audit(
+    rt: RuntimeDep, charge_point_id: str
+) -> tuple[float | None, list[dict[str, Any]]]:
+    """The charger's last accepted TxDefaultProfile limit and, per running session, its last
+    accepted TxProfile, as the audit log has them."""
+    accepted = await rt.smart.audit.profiles(
+        AuditFilter(charge_point_id=charge_point_id, status="Accepted", limit=200)
+    )
+    default = next((p.limit_w for p in accepted if p.purpose == "TxDefaultProfile"), None)
+    running = await Queries(rt.sessions).transactions(active=True, charge_point_id=charge_point_id)
+    installed = []
+    for tx in running:
+        last = next(
+            (p for p in accepted if p.purpose == "TxProfile" and p.transaction_id == tx.id), None
+        )
+        installed.append(
+            {
+                "transaction_id": tx.id,
+                "limit": None if last is None else last.payload,
+                "reason": None if last is None else f"plan {last.plan_id} (audit log)",
+            }
+        )
+    return default, installed
 
 
 @router.get("/chargers/{charge_point_id}", response_class=HTMLResponse)
