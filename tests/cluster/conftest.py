@@ -103,17 +103,19 @@ class FakeGateway:
 
 async def eventually(
     condition: Callable[[], bool | Awaitable[bool]], what: str, within_s: float = 20.0
-) -> None:
-    """Wait until ``condition`` holds. The bound only keeps a broken test from hanging: it is
-    generous on purpose (the machine may be loaded) and no test asserts how fast anything is."""
+) -> float:
+    """Wait until ``condition`` holds; the seconds it took (a figure to print, never to assert).
+    The bound only keeps a broken test from hanging: it is generous on purpose (the machine may
+    be loaded) and no test asserts how fast anything is."""
     loop = asyncio.get_running_loop()
-    give_up = loop.time() + within_s
+    started = loop.time()
+    give_up = started + within_s
     while True:
         value = condition()
         if not isinstance(value, bool):
             value = await value
         if value:
-            return
+            return loop.time() - started
         if loop.time() > give_up:
             raise AssertionError(f"never happened: {what}")
         await asyncio.sleep(0.02)

@@ -30,6 +30,7 @@ from csms.domain.clock import ScaledClock
 from csms.domain.commands import RawCall
 from csms.runtime import Runtime, run
 from csms.settings import DatabaseSettings, OcppSettings, Settings, SmartChargingSettings
+from tests.cluster.conftest import eventually
 from tests.e2e.harness import START, SimCharger, vehicle
 from tests.e2e.test_closed_loop import over_cap
 from tests.faults.storm_helpers import fresh_pg_database, pg_problem
@@ -67,15 +68,6 @@ def _settings(db_url: str, cluster: ClusterSettings) -> Settings:
         ),
         cluster=cluster,
     )
-
-
-async def _until(what: str, check: Callable[[], bool], timeout_s: float = 15.0) -> float:
-    """Wait for ``check``; the seconds it took."""
-    t0 = time.monotonic()
-    while not check():
-        assert time.monotonic() - t0 < timeout_s, f"not within {timeout_s} s: {what}"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - t0
 
 
 async def _plan_with(rt: Runtime, trigger: str, timeout_s: float = 15.0) -> PlanAudit:
@@ -124,8 +116,8 @@ async def test_the_leader_dispatches_through_the_holder_and_hands_over_when_it_s
                 c.id, site_id="S1", max_power_w=c.max_kw * 1000, phases=c.phases
             )
         assert w1.cluster is not None
-        await _until(
-            "w1 leads S1", lambda: w1.cluster is not None and w1.cluster.leases.is_leader("S1")
+        await eventually(
+            lambda: w1.cluster is not None and w1.cluster.leases.is_leader("S1"), "w1 leads S1"
         )
         async with run(_settings(pg_url, make_settings("w2", **cluster)), clock) as w2:
             assert w2.cluster is not None
@@ -136,13 +128,13 @@ async def test_the_leader_dispatches_through_the_holder_and_hands_over_when_it_s
 
             async def leader_stops() -> None:
                 # Commands through either worker reach chargers held by the other.
-                await _until(
-                    "every charger connected in the cluster",
+                await eventually(
                     lambda: all(
                         w.gateway.is_connected(c.id)
                         for w in (w1, w2)
                         for c in (*ON_LEADER, *ON_FOLLOWER)
                     ),
+                    "every charger connected in the cluster",
                 )
                 trigger = RawCall("TriggerMessage", {"requestedMessage": "Heartbeat"})
                 handover["w1_to_w2"] = await w1.gateway.send("CP-F1", trigger)
@@ -159,9 +151,9 @@ async def test_the_leader_dispatches_through_the_holder_and_hands_over_when_it_s
                 handover["at"] = clock.now()
                 await leader_stack.aclose()  # a clean stop: its lease is released at once
                 assert w2.cluster is not None
-                handover["took_s"] = await _until(
-                    "w2 leads S1",
+                handover["took_s"] = await eventually(
                     lambda: w2.cluster is not None and w2.cluster.leases.is_leader("S1"),
+                    "w2 leads S1",
                 )
 
             async with asyncio.TaskGroup() as tg:

@@ -46,6 +46,7 @@ from deploy.cluster import Cluster, ClusterSpec, drop_database, ensure_database,
 from tests.cluster.conftest import REDIS_URL
 from tests.faults.processes import (
     ROOT,
+    acn_replay_args,
     now_utc,
     replay_clock_settings,
     sleep_until_wall,
@@ -236,22 +237,15 @@ def test_a_worker_killed_mid_day_loses_nothing_and_every_site_stays_under_its_ca
             tmp_path,
             url=cluster.ocpp_url,
             report=report_path,
-            args=[
-                "--site",
-                str(site),
-                "--scenario",
-                f"acn:{ACN_FILE}:{START.date().isoformat()}",
-                "--start",
-                START.isoformat(),
-                "--anchor",
-                anchor.isoformat(),
-                "--speed",
-                str(SPEED),
-                "--duration",
-                str((UNTIL - START).total_seconds()),
-                "--meter-interval",
-                str(METER_INTERVAL_S),
-            ],
+            args=acn_replay_args(
+                site,
+                ACN_FILE,
+                start=START,
+                until=UNTIL,
+                anchor=anchor,
+                speed=SPEED,
+                meter_interval_s=METER_INTERVAL_S,
+            ),
         )
         # Every charger connected somewhere, every site led by one worker.
         _until(

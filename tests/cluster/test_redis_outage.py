@@ -11,7 +11,6 @@ lease again with a new fencing token, reconciles the site's chargers and plans a
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,7 +25,7 @@ from csms.db.models import PlanAudit, ProfileAudit, as_utc
 from csms.domain.clock import ScaledClock
 from csms.domain.commands import RawCall
 from csms.runtime import run
-from tests.cluster.conftest import REDIS_URL
+from tests.cluster.conftest import REDIS_URL, eventually
 from tests.cluster.tcp_proxy import CuttableProxy
 from tests.cluster.test_cluster_runtime import _runs, _settings
 from tests.e2e.harness import START, SimCharger, vehicle
@@ -43,14 +42,6 @@ CHARGERS = (
     SimCharger("R-2", "2.0.1"),
     SimCharger("R-3", "2.0.1", max_kw=7.4, phases=1),
 )
-
-
-async def _until(what: str, check: Callable[[], bool], timeout_s: float = 15.0) -> float:
-    t0 = time.monotonic()
-    while not check():
-        assert time.monotonic() - t0 < timeout_s, f"not within {timeout_s} s: {what}"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - t0
 
 
 async def test_a_worker_without_redis_stops_dispatching_and_takes_the_site_back_after(
@@ -80,8 +71,8 @@ async def test_a_worker_without_redis_stops_dispatching_and_takes_the_site_back_
                 await w.stations.register_charge_point(
                     c.id, site_id="S1", max_power_w=c.max_kw * 1000, phases=c.phases
                 )
-            await _until(
-                "leading S1", lambda: w.cluster is not None and w.cluster.leases.is_leader("S1")
+            await eventually(
+                lambda: w.cluster is not None and w.cluster.leases.is_leader("S1"), "leading S1"
             )
             first_token = w.cluster.leases.token("S1")
             runs = _runs(CHARGERS)
@@ -95,8 +86,8 @@ async def test_a_worker_without_redis_stops_dispatching_and_takes_the_site_back_
                 leases = w.cluster.leases
                 await clock.sleep((START + timedelta(hours=CUT_AT_H) - clock.now()).total_seconds())
                 proxy.cut()
-                seen["lapse_s"] = await _until(
-                    "leadership lapsed", lambda: not leases.is_leader("S1")
+                seen["lapse_s"] = await eventually(
+                    lambda: not leases.is_leader("S1"), "leadership lapsed"
                 )
                 seen["lapsed_at"] = clock.now()
                 # A command that needs no lease still reaches a charger held here.
@@ -107,7 +98,9 @@ async def test_a_worker_without_redis_stops_dispatching_and_takes_the_site_back_
                 seen["connected_during"] = sorted(w.ocpp.connections)
                 seen["restored_at"] = clock.now()
                 proxy.restore()
-                seen["back_s"] = await _until("leading S1 again", lambda: leases.is_leader("S1"))
+                seen["back_s"] = await eventually(
+                    lambda: leases.is_leader("S1"), "leading S1 again"
+                )
                 seen["token"] = leases.token("S1")
 
             async with asyncio.TaskGroup() as tg:

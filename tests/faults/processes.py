@@ -225,6 +225,36 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+def acn_replay_args(
+    site: Path,
+    acn_file: Path,
+    *,
+    start: datetime,
+    until: datetime,
+    anchor: datetime,
+    speed: float,
+    meter_interval_s: int,
+) -> list[str]:
+    """The simulator's arguments to replay ``acn_file``'s day on ``site`` from ``start`` to
+    ``until``, on the replay clock (start, speed, anchor) the central system shares."""
+    return [
+        "--site",
+        str(site),
+        "--scenario",
+        f"acn:{acn_file}:{start.date().isoformat()}",
+        "--start",
+        start.isoformat(),
+        "--anchor",
+        anchor.isoformat(),
+        "--speed",
+        str(speed),
+        "--duration",
+        str((until - start).total_seconds()),
+        "--meter-interval",
+        str(meter_interval_s),
+    ]
+
+
 def start_simulator(
     workdir: Path,
     *,

@@ -59,6 +59,7 @@ from tests.csms.conftest import db_url  # noqa: F401 - a fresh SQLite / PostgreS
 from tests.faults.processes import (
     ROOT,
     CsmsProcess,
+    acn_replay_args,
     now_utc,
     replay_clock_settings,
     sleep_until_wall,
@@ -247,22 +248,15 @@ def test_csms_killed_mid_day_loses_nothing_and_holds_the_cap(
             tmp_path,
             url=csms.url,
             report=report_path,
-            args=[
-                "--site",
-                str(site),
-                "--scenario",
-                f"acn:{ACN_FILE}:{START.date().isoformat()}",
-                "--start",
-                START.isoformat(),
-                "--anchor",
-                anchor.isoformat(),
-                "--speed",
-                str(SPEED),
-                "--duration",
-                str((UNTIL - START).total_seconds()),
-                "--meter-interval",
-                str(METER_INTERVAL_S),
-            ],
+            args=acn_replay_args(
+                site,
+                ACN_FILE,
+                start=START,
+                until=UNTIL,
+                anchor=anchor,
+                speed=SPEED,
+                meter_interval_s=METER_INTERVAL_S,
+            ),
         )
         sleep_until_wall(wall_time_of(KILL_AT, START, SPEED, anchor))
         assert sim.alive, sim.output()
