@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -68,6 +68,8 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
 end
 return 1
 """
+
+_MGET_BATCH = 500  # lease keys read per round trip
 
 # Redis expires keys by its own clock; ours may run a little faster (Redlock's drift allowance).
 _DRIFT = 0.01
@@ -142,6 +144,15 @@ class Leases:
     async def check(self, fence: Fence) -> bool:
         """``check_fence`` for a fence made on any worker."""
         return await self.check_fence(fence.site_id, fence.token, fence.worker_id)
+
+    async def free(self, site_ids: Sequence[str]) -> set[str]:
+        """Those of the sites nobody leads now (one MGET per 500 sites)."""
+        out: set[str] = set()
+        for start in range(0, len(site_ids), _MGET_BATCH):
+            batch = site_ids[start : start + _MGET_BATCH]
+            values = await self.redis.mget([self.keys.lease(s) for s in batch])
+            out.update(s for s, v in zip(batch, values, strict=True) if v is None)
+        return out
 
     async def current(self, site_id: str) -> Lease | None:
         """Who leads the site now, if anyone."""
@@ -254,16 +265,19 @@ class LeaseKeeper:
                 self._lose(site_id, "lease expired or taken over")
         share = await self._fair_share()
         await self._hand_on_one(share)
+        try:
+            free = await self.leases.free(sorted(self._sites - set(self._held)))
+        except RedisError as exc:
+            log.warning("leases not read: %s", exc)
+            return
         seen_free: set[str] = set()
-        for site_id in sorted(self._sites - set(self._held)):
-            wait = len(self._held) >= share and site_id not in self._seen_free
+        for site_id in sorted(free):
+            if len(self._held) >= share and site_id not in self._seen_free:
+                # At our share: leave it one tick to a worker under theirs.
+                seen_free.add(site_id)
+                continue
             started = self._clock()
             try:
-                if wait:
-                    # At our share: leave it one tick to a worker under theirs, if it is free.
-                    if await self.leases.current(site_id) is None:
-                        seen_free.add(site_id)
-                    continue
                 gained = await self.leases.acquire(site_id)
             except RedisError as exc:
                 log.warning("lease of %s not acquired: %s", site_id, exc)

@@ -200,6 +200,14 @@ class Presence:
         )
         return sorted(t for t in (text(v) for v in found) if t is not None)
 
+    async def members_of(self, worker_id: str) -> set[str]:
+        """The chargers in a worker's set, unchecked (a member may be stale: see chargers_of)."""
+        return {t for t in map(text, await self.redis.smembers(self.keys.chargers(worker_id))) if t}
+
+    async def forget(self, charge_point_id: str) -> None:
+        """Drop a charger from this worker's set (another worker holds it now)."""
+        await self.redis.srem(self.keys.chargers(self.worker_id), charge_point_id)
+
     async def heartbeat(self) -> None:
         """Say this worker is alive for another ``presence_ttl_s``."""
         own = self.keys.chargers(self.worker_id)
@@ -321,6 +329,7 @@ class PresenceKeeper:
         if self._claims.get(cp) is not claim:
             return
         del self._claims[cp]
+        await self.presence.forget(cp)
         log.warning("presence taken over by another worker", extra={"charge_point": cp})
         if self._on_lost is not None:
             try:
@@ -345,15 +354,24 @@ class PresenceKeeper:
                     await self.presence.retire()
 
 
+# Seconds between full reads of presence by a directory. Events keep it current in between; the
+# only changes without an event (expiries) come from dead workers, whose chargers are dropped as
+# soon as their heartbeat is gone (checked every third of the presence TTL).
+FULL_SYNC_S = 60.0
+
+
 class PresenceDirectory:
     """A local mirror of who holds which charger, so that the synchronous
     ``ChargerGateway.is_connected`` can answer without a round trip. Kept current by presence
-    events and re-read in full every third of the presence TTL (expiries send no events)."""
+    events; dead workers' chargers dropped every third of the presence TTL; read in full every
+    ``FULL_SYNC_S`` (one SMEMBERS per live worker, and a look at the presence keys of chargers two
+    workers both list)."""
 
-    def __init__(self, presence: Presence) -> None:
+    def __init__(self, presence: Presence, full_sync_s: float = FULL_SYNC_S) -> None:
         self.presence = presence
         self._holders: dict[str, str] = {}
         self._interval_s = presence.settings.presence_ttl_s / 3
+        self._full_sync_s = max(full_sync_s, self._interval_s)
         self.ready = asyncio.Event()  # set once subscribed and read in full
 
     def holder(self, charge_point_id: str) -> str | None:
@@ -367,10 +385,25 @@ class PresenceDirectory:
     async def sync(self) -> None:
         """Read presence in full (live workers only)."""
         holders: dict[str, str] = {}
+        listed_twice: set[str] = set()
         for worker in await self.presence.live_workers():
-            for cp in await self.presence.chargers_of(worker):
+            for cp in await self.presence.members_of(worker):
+                if cp in holders:
+                    listed_twice.add(cp)
                 holders[cp] = worker
+        if listed_twice:  # a take-over the old holder has not pruned yet: the key decides
+            ordered = sorted(listed_twice)
+            for cp, holder in (await self.presence.holders(ordered)).items():
+                if holder is None:
+                    holders.pop(cp, None)
+                else:
+                    holders[cp] = holder
         self._holders = holders
+
+    async def drop_dead(self) -> None:
+        """Forget the chargers of workers whose heartbeat is gone."""
+        live = set(await self.presence.live_workers())
+        self._holders = {cp: w for cp, w in self._holders.items() if w in live}
 
     def apply(self, raw: str | bytes) -> None:
         """One presence event."""
@@ -396,16 +429,21 @@ class PresenceDirectory:
                 await self.sync()
                 self.ready.set()
                 loop = asyncio.get_running_loop()
-                next_sync = loop.time() + self._interval_s
+                next_check = loop.time() + self._interval_s
+                next_sync = loop.time() + self._full_sync_s
                 while True:
                     raise_if_cancelled()
-                    wait = min(BLOCK_S, max(0.0, next_sync - loop.time()))
+                    wait = min(BLOCK_S, max(0.0, next_check - loop.time()))
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
                     if message is not None and message.get("type") == "message":
                         self.apply(message["data"])
-                    if loop.time() >= next_sync:
+                    now = loop.time()
+                    if now >= next_sync:
                         await self.sync()
-                        next_sync = loop.time() + self._interval_s
+                        next_sync = next_check = now + self._full_sync_s
+                    elif now >= next_check:
+                        await self.drop_dead()
+                        next_check = now + self._interval_s
             except RedisError as exc:
                 log.warning("presence directory: %s; retrying", exc)
                 await asyncio.sleep(min(1.0, self._interval_s))

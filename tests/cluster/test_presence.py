@@ -212,3 +212,23 @@ async def test_a_claim_that_merely_expired_is_taken_again(
     assert not keeper.holds("cp2")
     assert lost == ["cp2"]
     assert await presence.holder("cp2") == "B"
+
+
+async def test_a_full_read_resolves_a_charger_two_workers_list_by_its_key(
+    redis: Redis, make_settings: Make
+) -> None:
+    a, b = Presence(redis, make_settings("A")), Presence(redis, make_settings("B"))
+    await a.heartbeat()
+    await b.heartbeat()
+    await a.claim("cp1")
+    await b.claim("cp1")  # taken over; A has not pruned its set yet
+    await a.claim("cp2")
+    assert await a.members_of("A") == {"cp1", "cp2"}
+    directory = PresenceDirectory(Presence(redis, make_settings("D")))
+    await directory.sync()
+    assert directory.snapshot() == {"cp1": "B", "cp2": "A"}
+    # The old holder's keeper drops it from its set once it sees the take-over.
+    keeper = PresenceKeeper(a)
+    keeper._claims["cp1"] = Claim("cp1", "A", "stale")
+    await keeper._settle(keeper._claims["cp1"])
+    assert await a.members_of("A") == {"cp2"}
