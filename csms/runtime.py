@@ -65,7 +65,10 @@ async def run(settings: Settings, clock: Clock | None = None) -> AsyncIterator[R
     """Migrate the database, join the cluster (cluster mode), start the OCPP endpoint; on exit
     close connections, leave the cluster and flush."""
     clock = clock or make_clock(settings.clock)
-    engine = create_engine(settings.database.url, echo=settings.database.echo_sql)
+    db = settings.database
+    engine = create_engine(
+        db.url, echo=db.echo_sql, pool_size=db.pool_size, max_overflow=db.max_overflow
+    )
     try:
         await upgrade_to_head(engine)
         sessions = session_factory(engine)

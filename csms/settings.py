@@ -186,6 +186,17 @@ class DatabaseSettings(BaseModel):
         30.0, ge=0, description="raw OCPP messages older than this are deleted (0: keep none)"
     )
     echo_sql: bool = Field(False, description="log every SQL statement (debugging)")
+    pool_size: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="PostgreSQL: connections each process keeps open (cluster: every worker has "
+        "its own pool; workers x (pool_size + max_overflow) must stay under the server's "
+        "max_connections, or use PgBouncer)",
+    )
+    max_overflow: int = Field(
+        10, ge=0, le=1000, description="PostgreSQL: connections opened beyond pool_size under load"
+    )
 
 
 class WebSettings(BaseModel):

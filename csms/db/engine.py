@@ -60,7 +60,9 @@ def async_url(url: str) -> str:
     )
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str, *, echo: bool = False, pool_size: int = 10, max_overflow: int = 10
+) -> AsyncEngine:
     """An async engine for ``url``.
 
     SQLite: a busy timeout so concurrent writers wait, write-ahead logging so readers never block
@@ -71,7 +73,13 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if not target.startswith("sqlite"):
         # pre_ping: after a PostgreSQL restart every pooled connection is dead; each is tested
         # (and replaced) when checked out instead of failing the first statement that uses it.
-        return create_async_engine(target, echo=echo, pool_pre_ping=True, pool_size=10)
+        return create_async_engine(
+            target,
+            echo=echo,
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+        )
     engine = create_async_engine(target, echo=echo, connect_args={"timeout": 30})
 
     @event.listens_for(engine.sync_engine, "connect")
