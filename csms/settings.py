@@ -150,7 +150,7 @@ def _security_problems(s: OcppSettings) -> list[str]:
         )
     if s.auth_max_lockout_s < s.auth_lockout_s:
         problems.append("auth_max_lockout_s must be at least auth_lockout_s")
-    if problems or s.tls_cert_file is None:
+    if s.tls_cert_file is None:
         return problems
     # Load the files now (a few reads), so that a bad one stops the start with its name.
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -342,6 +342,7 @@ class SmartChargingSettings(BaseModel):
 class Settings(BaseSettings):
     """All settings of the central system."""
 
+    # URLs may carry passwords: errors say what is wrong, never echo the input.
     model_config = SettingsConfigDict(
         env_prefix="CSMS_", env_nested_delimiter="__", hide_input_in_errors=True
     )

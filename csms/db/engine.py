@@ -46,9 +46,10 @@ def async_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
+        # Not echoed: an unreadable URL may still hold a password.
         raise DatabaseUrlError(
-            f"cannot read database URL {url!r} ({exc}); write e.g. sqlite:///csms.db or "
-            "postgresql://user@127.0.0.1:5432/csms"
+            f"cannot read the database URL ({type(exc).__name__}); write e.g. sqlite:///csms.db "
+            "or postgresql://user@127.0.0.1:5432/csms"
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -56,7 +57,8 @@ def async_url(url: str) -> str:
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
     raise DatabaseUrlError(
-        f"unsupported database {backend!r} in {url!r}: use sqlite:///… or postgresql://…"
+        f"unsupported database {backend!r} in {parsed.render_as_string(hide_password=True)!r}: "
+        "use sqlite:///… or postgresql://…"
     )
 
 

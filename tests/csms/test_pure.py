@@ -208,6 +208,10 @@ def test_database_urls() -> None:
         async_url("mysql://h/db")
     with pytest.raises(DatabaseUrlError, match="cannot read"):
         async_url("::::")
+    # A password in a URL that cannot be used is not echoed.
+    with pytest.raises(DatabaseUrlError) as refused:
+        async_url("mysql://u:hunter2@h/db")
+    assert "hunter2" not in str(refused.value)
 
 
 def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
