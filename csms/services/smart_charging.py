@@ -214,6 +214,7 @@ class SmartCharging:
         self.cp_control: dict[str, ChargerControl] = {}
         self.tx_control: dict[int, SessionControl] = {}
         self._tg: asyncio.TaskGroup | None = None
+        self._early: list[Coroutine[Any, Any, None]] = []
         self._step_s: dict[str, float] = {}
         self._installs = asyncio.Semaphore(DEFAULT_INSTALLS)
         self._reports: dict[tuple[str, int], _ProfileReports] = {}
@@ -225,6 +226,9 @@ class SmartCharging:
         """Consume notices and run every site's loop until cancelled."""
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            for early in self._early:
+                tg.create_task(early)
+            self._early.clear()
             for site_id in await site_ids(self._sessions):
                 self._loop(site_id)
             tg.create_task(self._prune_forever())
@@ -247,8 +251,8 @@ class SmartCharging:
 
         if self._tg is not None:
             self._tg.create_task(guarded())
-        else:
-            work.close()
+        else:  # before run() (a lease gained at start-up): started with the loop
+            self._early.append(guarded())
 
     def request(self, site_id: str, reason: str) -> None:
         """Ask for a re-plan of ``site_id`` soon (bursts coalesce into one plan)."""

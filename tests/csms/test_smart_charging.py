@@ -802,3 +802,21 @@ async def test_a_failing_background_task_is_logged_and_the_loop_goes_on(
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running
+
+
+async def test_work_asked_for_before_the_loop_runs_is_done_once_it_runs(env: Env) -> None:
+    """A cluster worker can gain a site's lease before its loop has started: the take-over it
+    asks for then must not be dropped."""
+    done = asyncio.Event()
+
+    async def work() -> None:
+        done.set()
+
+    env.smart._spawn(work(), "early work")
+    await asyncio.sleep(0.05)
+    assert not done.is_set()
+    running = asyncio.create_task(env.smart.run())
+    await asyncio.wait_for(done.wait(), 5.0)
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
