@@ -51,8 +51,9 @@ async def test_mixed_site_holds_the_cap_uses_it_and_audits_every_profile(db_url:
     seen: dict[str, Any] = {}
 
     async def check(e: E2E) -> None:
-        seen["plans"], seen["profiles"] = await _audit(e)
+        # The current plan first: the loop may still make another one after it.
         seen["api_plan"] = (await e.http.get("/api/sites/S1/plan")).json()
+        seen["plans"], seen["profiles"] = await _audit(e)
         seen["kpis"] = (
             await e.http.get("/api/sites/S1/kpis", params={"since": START.isoformat()})
         ).json()
@@ -96,7 +97,7 @@ async def test_mixed_site_holds_the_cap_uses_it_and_audits_every_profile(db_url:
     assert {"session started", "periodic"} <= {t for p in plans for t in p.trigger.split(", ")}
     assert all(p.inputs.get("cap_kw") for p in plans)
     # The API tells the same story.
-    assert seen["api_plan"]["plan_id"] == plans[-1].id
+    assert seen["api_plan"]["plan_id"] in {p.id for p in plans}
     assert len(seen["json"]) == len(profiles)
     rows = list(csv.DictReader(io.StringIO(seen["csv"])))
     assert len(rows) == len(profiles)
@@ -132,6 +133,9 @@ async def test_rejecting_and_ignoring_chargers_are_reserved_at_their_max(sqlite_
         arrivals,
         site={"capacity_kw": 30.0, "step_minutes": 5},
         hours=2.5,
+        # Not 600x: a tenth of a real second is a replayed minute there, and the 10 minutes
+        # allowed below are mostly simulated waits that a loaded machine stretches.
+        speed=300.0,
         check=check,
     )
     # CP4's session starts at minute 20 and draws its max at once; it is caught by the meter check
